@@ -1,8 +1,20 @@
 """prunekit: pruning for PyTorch models — score, select, apply, measure."""
 
 from .api import PruneResult, compute_masks, prune
+from .checkpoints import load_weights, read_weights, save_weights
 from .masks import MaskedTraining, Masks
+from .metrics import (
+    count_nonzeros,
+    count_parameters,
+    dense_bytes,
+    layer_macs,
+    measure_latency,
+    nonzero_bytes,
+    sparse_macs,
+)
 from .patterns import NM, Block, Element, parse_pattern
+from .report import LayerRow, PruningReport, build_report
+from .schedules import GradualPruning, IterativeResult, iterative_prune, sparsity_steps
 from .scoring import SCORERS, LazyScores, Scorer, ScoringInput, get_scorer, register_scorer
 from .selection import LayerCollapseError, LayerCollapseWarning, prune_lowest, select
 from .targets import PRUNABLE_TYPES, prunable_parameters
@@ -15,20 +27,37 @@ __all__ = [
     "SCORERS",
     "Block",
     "Element",
+    "GradualPruning",
+    "IterativeResult",
     "LayerCollapseError",
     "LayerCollapseWarning",
+    "LayerRow",
     "LazyScores",
     "MaskedTraining",
     "Masks",
     "PruneResult",
+    "PruningReport",
     "Scorer",
     "ScoringInput",
+    "build_report",
     "compute_masks",
+    "count_nonzeros",
+    "count_parameters",
+    "dense_bytes",
     "get_scorer",
+    "iterative_prune",
+    "layer_macs",
+    "load_weights",
+    "measure_latency",
+    "nonzero_bytes",
     "parse_pattern",
     "prunable_parameters",
     "prune",
     "prune_lowest",
+    "read_weights",
     "register_scorer",
+    "save_weights",
     "select",
+    "sparse_macs",
+    "sparsity_steps",
 ]

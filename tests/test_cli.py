@@ -1,0 +1,119 @@
+import json
+
+import pytest
+import torch
+
+from prunekit import Masks
+from prunekit.checkpoints import save_weights
+from prunekit.cli import main
+from prunekit.zoo import lenet_300_100
+
+
+@pytest.fixture
+def lenet_weights(tmp_path):
+    return save_weights(lenet_300_100(), tmp_path / "lenet.safetensors")
+
+
+def _last_json(capsys) -> dict:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_methods_lists_every_registered_scorer(capsys):
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    for name in ("magnitude", "random", "taylor", "obd", "lamp"):
+        assert name in out
+    assert "needs data" in out and "data-free" in out
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--sparsity", "0.8"], 0.8),
+        (["--sparsity", "0.5", "--scope", "layer", "--pattern", "4x4", "--ignore", "fc3"], 0.5),
+        (["--pattern", "2:4"], 0.5),
+        (["--method", "taylor", "--dataset", "digits", "--sparsity", "0.7", "--input-shape", "1,1,8,8"], 0.7),
+    ],
+)
+def test_prune_writes_masks_weights_and_report(tmp_path, lenet_weights, capsys, extra, expected):
+    if "digits" in extra:  # an 8×8 LeNet-300-100 for the digits data
+        lenet_weights = save_weights(lenet_300_100(in_features=64), tmp_path / "small.safetensors")
+    out = tmp_path / "out"
+    args = [
+        "prune",
+        "--model",
+        "lenet_300_100",
+        "--weights",
+        str(lenet_weights),
+        "--out",
+        str(out),
+        "--quiet",
+    ]
+    if "digits" in extra:
+        args += ["--model-arg", "in_features=64"]
+    assert main(args + extra) == 0
+    summary = _last_json(capsys)
+    masks = Masks.load(out / "masks.safetensors")
+    # Exact in units: round(sparsity × blocks) per layer, so 4×4 blocks land within one block of 50 %.
+    assert summary["sparsity"] == pytest.approx(expected, abs=1e-4)
+    assert masks.sparsity == pytest.approx(summary["sparsity"], abs=1e-9)
+    report = json.loads((out / "report.json").read_text())
+    assert report["achieved_sparsity"] == pytest.approx(summary["sparsity"], abs=1e-9)
+    assert (out / "pruned.safetensors").is_file()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            ["--method", "nope", "--sparsity", "0.5"],
+            "unknown scorer 'nope'; valid scorers are: ",
+        ),
+        (["--sparsity", "1.0"], r"sparsity must be in [0, 1)"),
+        (["--sparsity", "nan"], r"sparsity must be in [0, 1)"),
+        (["--sparsity", "-0.1"], r"sparsity must be in [0, 1)"),
+        (["--pattern", "4:2"], "N:M pattern needs N < M"),
+        (["--pattern", "2:3"], "divisible by M=3"),
+        (["--method", "taylor", "--sparsity", "0.5"], "'taylor' needs data"),
+        ([], "--sparsity is required"),
+    ],
+)
+def test_prune_bad_input_is_a_clear_error(tmp_path, lenet_weights, capsys, extra, message):
+    args = ["prune", "--model", "lenet_300_100", "--weights", str(lenet_weights), "--out", str(tmp_path)]
+    assert main(args + extra) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("prunekit prune: error:")
+    assert message in err
+    assert not (tmp_path / "masks.safetensors").exists()
+
+
+def test_prune_rejects_a_file_that_is_not_a_model(tmp_path, capsys):
+    junk = tmp_path / "notes.txt"
+    junk.write_text("this is not a model")
+    assert main(["prune", "--model", "lenet5", "--weights", str(junk), "--sparsity", "0.5"]) == 2
+    assert "is not a model weights file" in capsys.readouterr().err
+    wrong = save_weights(lenet_300_100(), tmp_path / "lenet.safetensors")
+    assert main(["prune", "--model", "lenet5", "--weights", str(wrong), "--sparsity", "0.5"]) == 2
+    assert "does not fit LeNet5: missing" in capsys.readouterr().err
+    torch.save({"fc1.weight": "not a tensor"}, tmp_path / "odd.pt")
+    assert (
+        main(["prune", "--model", "lenet5", "--weights", str(tmp_path / "odd.pt"), "--sparsity", "0.5"]) == 2
+    )
+    assert "does not hold a state_dict" in capsys.readouterr().err
+
+
+def test_demo_end_to_end_with_a_short_budget(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PRUNEKIT_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "demo"
+    args = ["demo", "--epochs", "1", "--finetune-epochs", "1", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    summary = _last_json(capsys)
+    assert {"dense_accuracy", "pruned_accuracy", "sparsity", "seconds"} <= set(summary)
+    assert summary["sparsity"] == pytest.approx(0.9)
+    assert summary["dense_accuracy"] > 0.9 and summary["pruned_accuracy"] > 0.9
+    assert not summary["dense_model_cached"]
+    for name in ("masks.safetensors", "pruned.safetensors", "report.json", "report.txt", "summary.json"):
+        assert (out / name).is_file()
+    assert main(args) == 0  # second run reuses the cached dense model
+    again = _last_json(capsys)
+    assert again["dense_model_cached"] and again["dense_accuracy"] == summary["dense_accuracy"]
