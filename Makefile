@@ -23,8 +23,8 @@ demo: $(STAMP)
 	$(VENV)/bin/prunekit demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests $(wildcard bench)
+	$(VENV)/bin/ruff format --check src tests $(wildcard bench)
 
 test: lint
 	$(PY) -m pytest -q -n 2
