@@ -2,6 +2,10 @@ import pytest
 import torch
 from torch import nn
 
+# `make test` runs two pytest workers on two cores: one intra-op thread each avoids oversubscription,
+# which made OpenMP spin-waiting slow training steps down by an order of magnitude.
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _seed() -> None:

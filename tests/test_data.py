@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sys
 
 import numpy as np
 import pytest
@@ -32,6 +33,11 @@ def test_mnist_calls_do_not_share_tensors() -> None:
     first = data.load_mnist("val")
     first.tensors[0].zero_()
     assert float(data.load_mnist("val").tensors[0].abs().sum()) > 0
+
+
+def test_mnist_package_is_found_not_imported() -> None:
+    data.load_mnist("test")
+    assert "mnist" not in sys.modules
 
 
 def test_missing_mnist_package_names_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,6 +13,15 @@ from prunekit.masks import Masks
 from prunekit.zoo import get_model
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models train faster on one thread, and far faster when pytest-xdist workers share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def digits_model() -> nn.Module:
     return get_model("lenet_300_100", in_features=64)
 
@@ -105,13 +114,17 @@ def test_evaluate_counts_correct_predictions() -> None:
         training.evaluate(model, [])
 
 
-def test_on_step_is_called_after_every_step() -> None:
+@pytest.mark.parametrize("progress", [False, True])
+def test_on_step_is_called_after_every_step(progress: bool, capsys: pytest.CaptureFixture[str]) -> None:
     ds = TensorDataset(torch.randn(20, 1, 8, 8), torch.randint(0, 10, (20,)))
     loader = make_loader(ds, 6, shuffle=True, seed=0)
     calls: list[int] = []
-    history = training.train(digits_model(), loader, epochs=2, lr=1e-3, progress=False, on_step=calls.append)
+    history = training.train(
+        digits_model(), loader, epochs=2, lr=1e-3, progress=progress, on_step=calls.append
+    )
     assert calls == list(range(1, 9)) and history.steps == 8
     assert history.val_accuracy == ()
+    assert ("0/8" in capsys.readouterr().err) == progress  # a bar over the 8 steps, cleared at the end
 
 
 @pytest.mark.parametrize(

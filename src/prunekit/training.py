@@ -54,8 +54,8 @@ def train(
 
     ``optimizer`` is "adam", "adamw" or "sgd" (``momentum`` applies to "sgd" only). ``lr_schedule``
     "cosine" anneals the rate per step from ``lr`` towards 0 over all ``epochs`` (this needs a loader
-    with a length); "constant" keeps ``lr``. With ``masks``, the
-    masked entries are zeroed first and stay exactly zero through every step (:class:`MaskedTraining`).
+    with a length); "constant" keeps ``lr``. With ``masks``, the masked entries are zeroed first and
+    stay exactly zero through every step (:class:`MaskedTraining`).
     ``torch.manual_seed(seed)`` is called first; the loader's shuffling has its own generator.
     ``on_step(step)`` runs after each optimizer step with the 1-based count of steps so far.
     """
@@ -72,35 +72,51 @@ def train(
     per_epoch = _num_batches(loader)
     total_steps = None if per_epoch is None else epochs * per_epoch
     scheduler = _build_scheduler(lr_schedule, opt, total_steps)
-    device = params[0].device
     losses: list[float] = []
     accuracies: list[float] = []
     steps = 0
     guard = MaskedTraining(model=model, masks=masks, optimizer=opt) if masks is not None else nullcontext()
     with guard, tqdm(total=total_steps, disable=not progress, leave=False) as bar:
         for epoch in range(epochs):
-            model.train()
-            total, count = 0.0, 0
-            for x, y in loader:
-                x, y = x.to(device), y.to(device)
-                opt.zero_grad(set_to_none=True)
-                loss = F.cross_entropy(model(x), y)  # mean over the batch
-                loss.backward()
-                opt.step()
-                scheduler.step()
-                steps += 1
-                total += loss.item() * len(y)
-                count += len(y)
-                bar.update()
-                bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.4f}")
-                if on_step is not None:
-                    on_step(steps)
-            if count == 0:
-                raise ValueError("loader yielded no batches; give train a non-empty loader")
-            losses.append(total / count)
+            bar.set_description(f"epoch {epoch + 1}/{epochs}", refresh=False)
+            loss, steps = _train_epoch(model, loader, opt, scheduler, bar, on_step, steps)
+            losses.append(loss)
             if val_loader is not None:
                 accuracies.append(evaluate(model, val_loader))
     return TrainHistory(train_loss=tuple(losses), val_accuracy=tuple(accuracies), steps=steps)
+
+
+def _train_epoch(
+    model: nn.Module,
+    loader: Batches,
+    opt: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    bar: tqdm,
+    on_step: Callable[[int], None] | None,
+    steps: int,
+) -> tuple[float, int]:
+    """One pass over ``loader`` after ``steps`` earlier steps; returns (mean loss per sample, steps now)."""
+    device = next(p.device for p in model.parameters())
+    model.train()
+    total, count = 0.0, 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), y)  # mean over the batch
+        loss.backward()
+        opt.step()
+        scheduler.step()
+        steps += 1
+        value = loss.item()
+        total += value * len(y)
+        count += len(y)
+        bar.set_postfix(loss=f"{value:.4f}", refresh=False)
+        bar.update()
+        if on_step is not None:
+            on_step(steps)
+    if count == 0:
+        raise ValueError("loader yielded no batches; give train a non-empty loader")
+    return total / count, steps
 
 
 @torch.no_grad()
