@@ -1,5 +1,6 @@
 """prunekit: pruning for PyTorch models — score, select, apply, measure."""
 
+from ._kselect import prune_lowest
 from .api import PruneResult, compute_masks, prune
 from .checkpoints import load_weights, read_weights, save_weights
 from .masks import MaskedTraining, Masks
@@ -16,7 +17,7 @@ from .patterns import NM, Block, Element, parse_pattern
 from .report import LayerRow, PruningReport, build_report
 from .schedules import GradualPruning, IterativeResult, iterative_prune, sparsity_steps
 from .scoring import SCORERS, LazyScores, Scorer, ScoringInput, get_scorer, register_scorer
-from .selection import LayerCollapseError, LayerCollapseWarning, prune_lowest, select
+from .selection import LayerCollapseError, LayerCollapseWarning, select
 from .targets import PRUNABLE_TYPES, prunable_parameters
 
 __version__ = "0.1.0"

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 import torch
 
 from ._checks import check_choice, check_sparsity
+from ._kselect import prune_lowest
 from .masks import Masks
 from .patterns import NM, Pattern, parse_pattern
 
@@ -120,76 +121,8 @@ def _select_units(
     for names, k in groups:
         for name, mask in zip(names, prune_lowest([units(n) for n in names], k, names), strict=True):
             pruned[name] = mask
-    return {n: pattern.expand(~pruned[n], _shape_of(scores, n)) for n in scores}
-
-
-def prune_lowest(
-    getters: list[Callable[[], torch.Tensor]], k: int, names: list[str] | None = None
-) -> list[torch.Tensor]:
-    """Boolean "pruned" masks marking exactly the ``k`` lowest values across all tensors.
-
-    ``getters`` produce the tensors on demand (each is called up to three times), so lazily computed
-    scores are never all resident. Ties prune the earlier tensor, then the lower flat index, first.
-    """
-    names = names or [str(i) for i in range(len(getters))]
-    total = 0
-    for getter, name in zip(getters, names, strict=True):
-        values = getter()
-        if torch.isnan(values).any():
-            raise ValueError(f"scores for {name!r} contain NaN; a scorer produced invalid scores")
-        total += values.numel()
-    if k <= 0 or total == 0:
-        return [torch.zeros_like(g(), dtype=torch.bool) for g in getters]
-    if k >= total:
-        return [torch.ones_like(g(), dtype=torch.bool) for g in getters]
-
-    high_hist = sum(torch.bincount(_high(_keys(g())), minlength=1 << 16) for g in getters)
-    high, below = _bucket_of_kth(high_hist, k)
-    low_hist = torch.zeros(1 << 16, dtype=torch.int64)
-    for getter in getters:
-        keys = _keys(getter())
-        low_hist += torch.bincount(_low(keys[_high(keys) == high]), minlength=1 << 16)
-    low, below_low = _bucket_of_kth(low_hist, k - below)
-    threshold = _compose(high, low)
-    ties_left = k - below - below_low
-
-    masks = []
-    for getter in getters:
-        values = getter()
-        keys = _keys(values)
-        pruned = keys < threshold
-        if ties_left > 0:
-            tie_positions = (keys == threshold).nonzero().squeeze(1)[:ties_left]
-            pruned[tie_positions] = True
-            ties_left -= tie_positions.numel()
-        masks.append(pruned.view(values.shape))
-    return masks
-
-
-def _keys(values: torch.Tensor) -> torch.Tensor:
-    """Flat int32 keys whose signed order equals the float32 order of ``values`` (−0.0 below +0.0)."""
-    bits = values.detach().to(torch.float32).contiguous().view(torch.int32).flatten()
-    return bits ^ ((bits >> 31) & 0x7FFFFFFF)
-
-
-def _high(keys: torch.Tensor) -> torch.Tensor:
-    return (keys >> 16) + (1 << 15)  # 0 … 65535
-
-
-def _low(keys: torch.Tensor) -> torch.Tensor:
-    return keys & 0xFFFF
-
-
-def _compose(high: int, low: int) -> int:
-    return ((high - (1 << 15)) << 16) | low
-
-
-def _bucket_of_kth(hist: torch.Tensor, k: int) -> tuple[int, int]:
-    """Bucket holding the k-th smallest (1-based) element and the count strictly below it."""
-    cumulative = hist.cumsum(0)
-    bucket = int(torch.searchsorted(cumulative, torch.tensor(k, dtype=cumulative.dtype)))
-    below = int(cumulative[bucket - 1]) if bucket > 0 else 0
-    return bucket, below
+    # prune_lowest returns fresh tensors: invert them in place rather than holding two sets of masks.
+    return {n: pattern.expand(pruned[n].logical_not_(), _shape_of(scores, n)) for n in scores}
 
 
 def _with_prior(scores: torch.Tensor, prior: Masks | None, name: str) -> torch.Tensor:
