@@ -1,0 +1,121 @@
+"""Group importance: one score per channel of a group (higher = more important, kept longer).
+
+A criterion scores every member of a group per channel, shape ``(members, channels)``, with NaN for
+members it does not read; :func:`group_scores` reduces over members (nan-aware mean / sum / max) and
+normalises within the group so that scores of different groups can be ranked together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .._checks import check_choice
+from .._registry import Registry
+from .graph import Group
+
+Criterion = Callable[[nn.Module, Group, torch.Generator], torch.Tensor]
+IMPORTANCES: Registry[Criterion] = Registry("importance")
+REDUCTIONS = ("mean", "sum", "max")
+NORMALIZATIONS = ("none", "mean", "max", "sum")
+
+
+def _rows(model: nn.Module, group: Group, member: int, grad: bool = False) -> torch.Tensor:
+    """The member tensor (or its ``.grad``) with the member dim first, flattened: ``(dim size, rest)``."""
+    m = group.members[member]
+    tensor = model.get_parameter(m.tensor) if grad else _tensor(model, m.tensor)
+    if grad:
+        if tensor.grad is None:
+            raise ValueError(
+                f"importance 'taylor' reads gradients but {m.tensor}.grad is None; run loss.backward() on "
+                "a batch before building the plan"
+            )
+        tensor = tensor.grad
+    return tensor.detach().movedim(m.dim, 0).reshape(tensor.shape[m.dim], -1).float()
+
+
+def _tensor(model: nn.Module, name: str) -> torch.Tensor:
+    owner, _, local = name.rpartition(".")
+    return getattr(model.get_submodule(owner), local)
+
+
+def _per_channel(group: Group, member: int, values: torch.Tensor) -> torch.Tensor:
+    """Sum per-index ``values`` (dim size,) into the group's channels: ``(size,)``."""
+    channel = torch.as_tensor(group.channel_of[member])
+    keep = channel >= 0
+    return torch.zeros(group.size).index_add_(0, channel[keep], values[keep])
+
+
+def _magnitude(power: int) -> Criterion:
+    def score(model: nn.Module, group: Group, generator: torch.Generator) -> torch.Tensor:
+        rows = [_per_channel(group, i, _rows(model, group, i).abs().pow(power).sum(1))
+                for i in range(len(group.members))]  # fmt: skip
+        return torch.stack(rows).pow(1.0 / power)
+
+    score.__doc__ = f"L{power} norm of every weight slice of a channel (Li et al., 2017)."
+    return score
+
+
+def bn_scale(model: nn.Module, group: Group, generator: torch.Generator) -> torch.Tensor:
+    """|γ| of the group's BatchNorm layers (network slimming, Liu et al., 2017); NaN elsewhere."""
+    rows = []
+    for i, m in enumerate(group.members):
+        is_bn = isinstance(model.get_submodule(m.module), nn.modules.batchnorm._BatchNorm)
+        if is_bn and m.tensor.endswith(".weight"):
+            rows.append(_per_channel(group, i, _rows(model, group, i).abs().sum(1)))
+        else:
+            rows.append(torch.full((group.size,), float("nan")))
+    return torch.stack(rows)
+
+
+def taylor(model: nn.Module, group: Group, generator: torch.Generator) -> torch.Tensor:
+    """|Σ w·∂L/∂w| over each channel's weights (first-order Taylor, Molchanov et al., 2019)."""
+    rows = []
+    for i, m in enumerate(group.members):
+        if m.tensor not in dict(model.named_parameters()):
+            rows.append(torch.full((group.size,), float("nan")))
+            continue
+        product = (_rows(model, group, i) * _rows(model, group, i, grad=True)).sum(1)
+        rows.append(_per_channel(group, i, product).abs())
+    return torch.stack(rows)
+
+
+def random(model: nn.Module, group: Group, generator: torch.Generator) -> torch.Tensor:
+    """Uniform random scores from ``generator`` (a baseline)."""
+    return torch.rand(1, group.size, generator=generator)
+
+
+def group_scores(
+    model: nn.Module,
+    group: Group,
+    importance: str = "l1",
+    reduction: str = "mean",
+    normalize: str = "mean",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor | None:
+    """Scores ``(group.size,)`` of ``group``'s channels; ``None`` when the criterion reads no member."""
+    check_choice(reduction, "reduction", REDUCTIONS)
+    check_choice(normalize, "normalize", NORMALIZATIONS)
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    per_member = IMPORTANCES.get(importance)(model, group, generator)  # (members, size)
+    if torch.isnan(per_member).all():
+        return None
+    if reduction == "mean":
+        scores = per_member.nanmean(0)
+    elif reduction == "sum":
+        scores = per_member.nansum(0)
+    else:
+        scores = per_member.nan_to_num(nan=-torch.inf).amax(0)
+    if normalize == "none":
+        return scores
+    scale = {"mean": scores.mean(), "max": scores.max(), "sum": scores.sum()}[normalize]
+    return scores / scale if scale > 0 else scores
+
+
+IMPORTANCES.register("l1", _magnitude(1))
+IMPORTANCES.register("l2", _magnitude(2))
+IMPORTANCES.register("bn_scale", bn_scale)
+IMPORTANCES.register("taylor", taylor)
+IMPORTANCES.register("random", random)

@@ -1,0 +1,142 @@
+"""Module handlers: which parameter dims of a layer are channels, and how to update its attributes.
+
+A handler is stateless: ``dims(module)`` names the channel dims of its parameters and buffers with a
+role (``"out"``: the module produces that channel; ``"in"``: it consumes it), and
+``update(module)`` rewrites the module's attributes (``in_channels``, ``groups``,
+``normalized_shape`` …) from its already-sliced tensors. A parameter of a module without a handler
+(a bare ``nn.Parameter`` such as a class token or a layer scale) is sliced as a plain tensor: every
+dim longer than one is a channel dim with role ``"out"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import nn
+
+from .._registry import Registry
+
+Dims = dict[str, dict[int, str]]
+
+
+@dataclass(frozen=True)
+class ModuleHandler:
+    """``dims(module) -> {local tensor name: {dim: role}}``; ``update(module)`` fixes attributes."""
+
+    dims: Callable[[nn.Module], Dims]
+    update: Callable[[nn.Module], None]
+
+
+HANDLERS: Registry[ModuleHandler] = Registry("module handler")
+
+
+def _key(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def register_handler(cls: type[nn.Module], handler: ModuleHandler) -> ModuleHandler:
+    """Register ``handler`` for ``cls`` and its subclasses."""
+    return HANDLERS.register(_key(cls), handler)
+
+
+def handler_for(module: nn.Module) -> ModuleHandler | None:
+    """The handler of the nearest registered class in ``type(module).__mro__``, or ``None``."""
+    for cls in type(module).__mro__:
+        if _key(cls) in HANDLERS:
+            return HANDLERS.get(_key(cls))
+    return None
+
+
+def _present(module: nn.Module, dims: Dims) -> Dims:
+    return {k: v for k, v in dims.items() if getattr(module, k, None) is not None}
+
+
+def _conv_dims(m: nn.Module) -> Dims:
+    weight = {0: "in", 1: "out"} if m.transposed else {0: "out", 1: "in"}
+    return _present(m, {"weight": weight, "bias": {0: "out"}})
+
+
+def _conv_update(m: nn.Module) -> None:
+    w = m.weight  # (out, in/groups, *k), transposed: (in, out/groups, *k)
+    if m.transposed:
+        if m.groups > 1:  # depthwise: one channel per group
+            m.groups = m.in_channels = m.out_channels = w.shape[0]
+        else:
+            m.in_channels, m.out_channels = w.shape[0], w.shape[1]
+        return
+    if m.groups > 1 and m.in_channels == m.groups:  # depthwise family: whole groups are removed
+        multiplier = m.out_channels // m.groups
+        m.groups = m.in_channels = w.shape[0] // multiplier
+    else:
+        m.in_channels = w.shape[1] * m.groups
+    m.out_channels = w.shape[0]
+
+
+def _linear_update(m: nn.Module) -> None:
+    m.out_features, m.in_features = m.weight.shape
+
+
+def _norm_dims(m: nn.Module) -> Dims:
+    return _present(
+        m, {"weight": {0: "out"}, "bias": {0: "out"}, "running_mean": {0: "in"}, "running_var": {0: "in"}}
+    )
+
+
+def _batch_norm_update(m: nn.Module) -> None:
+    tensor = m.weight if m.weight is not None else m.running_mean
+    if tensor is not None:
+        m.num_features = tensor.shape[0]
+
+
+def _layer_norm_dims(m: nn.Module) -> Dims:
+    dims = {d: "out" for d in range(len(m.normalized_shape))}
+    return _present(m, {"weight": dims, "bias": dict(dims)})
+
+
+def _layer_norm_update(m: nn.Module) -> None:
+    if m.weight is not None:
+        m.normalized_shape = tuple(m.weight.shape)
+
+
+def _group_norm_update(m: nn.Module) -> None:
+    if m.weight is not None:
+        m.num_channels = m.weight.shape[0]
+
+
+def _prelu_update(m: nn.Module) -> None:
+    m.num_parameters = m.weight.shape[0]
+
+
+def _embedding_update(m: nn.Module) -> None:
+    m.embedding_dim = m.weight.shape[1]
+
+
+def _register_defaults() -> None:
+    conv = ModuleHandler(_conv_dims, _conv_update)
+    for cls in (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d):
+        register_handler(cls, conv)
+    register_handler(
+        nn.Linear,
+        ModuleHandler(
+            lambda m: _present(m, {"weight": {0: "out", 1: "in"}, "bias": {0: "out"}}), _linear_update
+        ),
+    )
+    for cls in (
+        nn.BatchNorm1d,
+        nn.BatchNorm2d,
+        nn.BatchNorm3d,
+        nn.InstanceNorm1d,
+        nn.InstanceNorm2d,
+        nn.InstanceNorm3d,
+    ):
+        register_handler(cls, ModuleHandler(_norm_dims, _batch_norm_update))
+    register_handler(nn.LayerNorm, ModuleHandler(_layer_norm_dims, _layer_norm_update))
+    register_handler(nn.GroupNorm, ModuleHandler(_norm_dims, _group_norm_update))
+    register_handler(nn.PReLU, ModuleHandler(lambda m: {"weight": {0: "out"}}, _prelu_update))
+    register_handler(nn.Embedding, ModuleHandler(lambda m: {"weight": {1: "out"}}, _embedding_update))
+    # not yet supported: its head bookkeeping (embed_dim, head_dim) is not updated, so its channels stay
+    register_handler(nn.MultiheadAttention, ModuleHandler(lambda m: {}, lambda m: None))
+
+
+_register_defaults()

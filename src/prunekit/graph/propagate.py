@@ -1,0 +1,133 @@
+"""Propagate channel labels through a :class:`~.trace.Trace` with one table of ATen op rules.
+
+Every tensor dim carries a label vector (one int per index). Labels are union-find elements: a
+channel class is removed as a whole, and a class joined with label 0 is pinned (never removed).
+Parameters start with fresh labels on their channel dims; inputs, constants and the other dims start
+pinned. A rule maps the labels of an op's inputs to labels of its outputs and joins the labels that
+must be removed together (a conv's input channels with its weight's in-dim, the two operands of an
+add …). Shapes decide everything: a rule reads the recorded shapes, never a model-specific case.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from torch.utils._pytree import tree_flatten
+
+from .._registry import Registry
+from .trace import Op, Ref, Trace
+from .unionfind import UnionFind
+
+Labels = list[np.ndarray]
+
+
+class UnsupportedOpError(ValueError):
+    """An op without a channel rule touched prunable channels; nothing was changed."""
+
+
+class Context:
+    """Labels of every traced tensor node, the union-find behind them, and their shapes."""
+
+    def __init__(self, trace: Trace, uf: UnionFind, labels: dict[int, Labels]) -> None:
+        self.trace, self.uf, self.labels = trace, uf, labels
+
+    def shape(self, ref: Ref) -> tuple[int, ...]:
+        return self.trace.shapes[ref.node]
+
+    def of(self, ref: Ref) -> Labels:
+        """Labels of ``ref`` (pinned zeros for a tensor no rule labelled)."""
+        if ref.node not in self.labels:
+            self.labels[ref.node] = self.zeros(self.shape(ref))
+        return self.labels[ref.node]
+
+    @staticmethod
+    def zeros(shape: tuple[int, ...]) -> Labels:
+        return [np.zeros(n, dtype=np.int64) for n in shape]
+
+    def join(self, vectors: list[np.ndarray]) -> np.ndarray:
+        """Union equally long vectors index by index; return the first."""
+        for vec in vectors[1:]:
+            self.uf.union(vectors[0], vec)
+        return vectors[0]
+
+    def live(self, labels: Labels) -> bool:
+        """Whether any index of ``labels`` could still be removed."""
+        return any(vec.size and self.uf.find(vec).any() for vec in labels)
+
+
+Rule = Callable[[Context, Op], list[Labels]]
+OP_RULES: Registry[Rule] = Registry("op rule")
+
+
+def register_op_rule(names: str | tuple[str, ...], rule: Rule) -> Rule:
+    """Register ``rule(ctx, op) -> labels per tensor output`` for ATen op packets such as ``"add"``."""
+    for name in (names,) if isinstance(names, str) else names:
+        OP_RULES.register(name, rule)
+    return rule
+
+
+def tensor_args(op: Op) -> list[Ref]:
+    return [a for a in tree_flatten((op.args, op.kwargs))[0] if isinstance(a, Ref)]
+
+
+def out_refs(op: Op) -> list[Ref]:
+    return [o for o in op.outputs if isinstance(o, Ref)]
+
+
+def arg(op: Op, name: str, default: Any = None) -> Any:
+    """The argument ``name`` of ``op`` by its ATen schema, positional or keyword."""
+    for i, a in enumerate(op.func._schema.arguments):
+        if a.name == name:
+            if i < len(op.args):
+                return op.args[i]
+            return op.kwargs.get(name, default)
+    return default
+
+
+def _rule_for(name: str) -> Rule | None:
+    if name in OP_RULES:
+        return OP_RULES.get(name)
+    if name.endswith("_") and name[:-1] in OP_RULES:  # in-place variant, e.g. relu_ / add_
+        return OP_RULES.get(name[:-1])
+    return None
+
+
+def propagate(trace: Trace, uf: UnionFind, labels: dict[int, Labels], modules: dict[str, str]) -> Context:
+    """Run every op's rule in order; pin the model outputs. ``modules`` maps name → class name.
+
+    Raises :class:`UnsupportedOpError` naming the op and its module when an op without a rule
+    touches a channel that could be removed.
+    """
+    ctx = Context(trace, uf, labels)
+    for op in trace.ops:
+        outs = out_refs(op)
+        if not outs:
+            continue
+        rule = _rule_for(op.name)
+        if rule is None:
+            if any(ctx.live(ctx.of(t)) for t in tensor_args(op)):
+                raise _unsupported(op, modules)
+            result = [ctx.zeros(ctx.shape(o)) for o in outs]
+        else:
+            result = rule(ctx, op)
+        for ref, out in zip(outs, result, strict=True):
+            if tuple(len(v) for v in out) != ctx.shape(ref):
+                raise RuntimeError(f"rule for aten.{op.name} produced labels of the wrong shape")
+            labels[ref.node] = out
+    for node in trace.outputs:
+        for vec in ctx.of(Ref(node)):
+            uf.pin(vec)
+    return ctx
+
+
+def _unsupported(op: Op, modules: dict[str, str]) -> UnsupportedOpError:
+    where = (
+        f"module {op.module!r} ({modules.get(op.module, '?')})" if op.module else "the model's own forward"
+    )
+    return UnsupportedOpError(
+        f"cannot prune through aten.{op.func.__name__} called in {where}: it touches prunable channels "
+        f"and there is no channel rule for it. The model is unchanged. Fix: keep the layers feeding it out "
+        f"of pruning with ignore=[...], or add a rule with prunekit.graph.register_op_rule({op.name!r}, rule)"
+    )

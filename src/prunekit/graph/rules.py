@@ -1,0 +1,59 @@
+"""The one table of channel rules, keyed by ATen op packet (in-place ``op_`` uses ``op``'s rule)."""
+
+from __future__ import annotations
+
+from . import rules_layers as layers
+from . import rules_shape as shape
+from .propagate import register_op_rule
+from .rules_view import view
+
+ELEMENTWISE = (
+    "add", "sub", "rsub", "mul", "div", "where", "maximum", "minimum", "pow", "clamp", "clamp_min",
+    "clamp_max", "relu", "gelu", "silu", "sigmoid", "tanh", "hardswish", "hardsigmoid", "hardtanh",
+    "leaky_relu", "elu", "softplus", "mish", "exp", "log", "sqrt", "rsqrt", "neg", "abs", "erf", "sin",
+    "cos", "reciprocal", "square", "masked_fill", "clone", "alias", "detach", "_to_copy", "lift_fresh",
+    "zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like", "native_dropout",
+    "copy", "zero", "fill", "lerp", "addcmul", "addcdiv", "threshold", "glu_backward", "logical_not",
+    "eq", "ne", "lt", "le", "gt", "ge", "sign",
+)  # fmt: skip
+REDUCTIONS = (
+    "mean", "sum", "amax", "amin", "max", "min", "var", "std", "prod", "logsumexp", "linalg_vector_norm",
+    "argmax", "argmin", "all", "any", "var_mean", "std_mean",
+)  # fmt: skip
+SAME_RANK = (
+    "max_pool1d", "max_pool2d", "max_pool3d", "max_pool2d_with_indices", "max_pool3d_with_indices",
+    "avg_pool1d", "avg_pool2d", "avg_pool3d", "_adaptive_avg_pool2d", "_adaptive_avg_pool3d",
+    "adaptive_max_pool2d", "adaptive_max_pool1d", "upsample_nearest1d", "upsample_nearest2d",
+    "upsample_nearest3d", "upsample_bilinear2d", "upsample_linear1d", "upsample_bicubic2d",
+    "_upsample_nearest_exact2d", "constant_pad_nd", "reflection_pad1d", "reflection_pad2d",
+    "replication_pad1d", "replication_pad2d", "_softmax", "_log_softmax", "softmax", "log_softmax",
+    "cumsum",
+)  # fmt: skip
+BATCH_NORMS = (
+    "native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training",
+    "_native_batch_norm_legit_functional", "batch_norm",
+)  # fmt: skip
+
+
+def _register() -> None:
+    register_op_rule(ELEMENTWISE, shape.elementwise)
+    register_op_rule(REDUCTIONS, shape.reduction)
+    register_op_rule(SAME_RANK, shape.same_rank)
+    register_op_rule("cat", shape.cat)
+    register_op_rule(("split", "split_with_sizes", "unsafe_split"), shape.split)
+    register_op_rule("slice", shape.slice_)
+    register_op_rule("select", shape.select)
+    register_op_rule(("permute", "transpose", "t"), shape.permute)
+    register_op_rule("expand", shape.expand)
+    register_op_rule("repeat", shape.repeat)
+    register_op_rule(("view", "_unsafe_view", "reshape", "squeeze", "unsqueeze", "flatten"), view)
+    register_op_rule("convolution", layers.convolution)
+    register_op_rule(("mm", "addmm", "bmm", "baddbmm"), layers.mm)
+    register_op_rule(BATCH_NORMS, layers.batch_norm)
+    register_op_rule("native_layer_norm", layers.layer_norm)
+    register_op_rule("native_group_norm", layers.group_norm)
+    register_op_rule("_prelu_kernel", layers.prelu)
+    register_op_rule("embedding", layers.embedding)
+
+
+_register()

@@ -1,0 +1,120 @@
+"""Channel rules for ops that own weights: convolution, matmuls, norms, PReLU, embedding."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .propagate import Context, Labels, arg, out_refs, tensor_args
+from .trace import Op, Ref
+
+
+def _labels(ctx: Context, value: object) -> Labels | None:
+    return ctx.of(value) if isinstance(value, Ref) else None
+
+
+def convolution(ctx: Context, op: Op) -> list[Labels]:
+    """Conv / transposed conv, grouped and depthwise.
+
+    ``groups == 1``: input channels join the weight's in-dim. Depthwise family (one input channel per
+    group): input channel ``c`` joins outputs ``c·m … c·m + m - 1`` (whole groups are removed).
+    Other grouped convs: index ``i`` of every group is joined, so all groups keep equal widths.
+    """
+    x, w, b = op.args[0], op.args[1], op.args[2]
+    transposed, groups = bool(arg(op, "transposed")), int(arg(op, "groups"))
+    xl, wl = ctx.of(x), ctx.of(w)
+    cin = xl[1]
+    for vec in xl[2:]:
+        ctx.uf.pin(vec)
+    w_in, w_out = (wl[0], wl[1]) if transposed else (wl[1], wl[0])
+    if groups == 1:
+        ctx.uf.union(cin, w_in)
+        out_c = w_out
+    elif transposed:
+        if not (len(w_in) == len(cin) == groups and len(w_out) == 1):
+            for vec in (cin, *wl):
+                ctx.uf.pin(vec)
+        else:
+            ctx.uf.union(cin, w_in)
+        out_c = w_in if len(w_out) == 1 else np.zeros(len(w_out) * groups, dtype=np.int64)
+    elif len(w_in) == 1:
+        ctx.uf.union(w_out.reshape(groups, -1), cin[:, None])
+        ctx.uf.pin(w_in)
+        out_c = w_out
+    else:
+        ctx.uf.union(cin.reshape(groups, -1), w_in[None, :])
+        per_group = w_out.reshape(groups, -1)
+        ctx.uf.union(per_group, per_group[:1])
+        out_c = w_out
+    if (bl := _labels(ctx, b)) is not None:
+        ctx.uf.union(bl[0], out_c)
+    shape = ctx.shape(out_refs(op)[0])
+    return [[xl[0], out_c, *[np.zeros(n, dtype=np.int64) for n in shape[2:]]]]
+
+
+def mm(ctx: Context, op: Op) -> list[Labels]:
+    """``mm`` / ``addmm`` / ``bmm`` / ``baddbmm``: the contracted dims join, the others pass."""
+    a, b = (op.args[1], op.args[2]) if op.name in ("addmm", "baddbmm") else (op.args[0], op.args[1])
+    al, bl = ctx.of(a), ctx.of(b)
+    ctx.uf.union(al[-1], bl[-2])
+    batch = [ctx.join([x, y]) for x, y in zip(al[:-2], bl[:-2], strict=True)]
+    out = [*batch, al[-2], bl[-1]]
+    if op.name in ("addmm", "baddbmm"):
+        shape = ctx.shape(op.args[0])
+        for vec, n, o in zip(ctx.of(op.args[0])[::-1], shape[::-1], out[::-1], strict=False):
+            if n == len(o):
+                ctx.uf.union(vec, o)
+            else:
+                ctx.uf.pin(vec)
+    return [out]
+
+
+def batch_norm(ctx: Context, op: Op) -> list[Labels]:
+    """Every ``*batch_norm*`` variant: weight, bias and running stats join the input's channel dim."""
+    xl = ctx.of(op.args[0])
+    for value in op.args[1:5]:
+        if (vl := _labels(ctx, value)) is not None:
+            ctx.uf.union(vl[0], xl[1])
+    outs = out_refs(op)
+    rest = [[xl[1]] if ctx.shape(o) == (len(xl[1]),) else ctx.zeros(ctx.shape(o)) for o in outs[1:]]
+    return [xl, *rest]
+
+
+def layer_norm(ctx: Context, op: Op) -> list[Labels]:
+    """``native_layer_norm``: the normalised trailing dims join weight and bias (pinned without them)."""
+    xl = ctx.of(op.args[0])
+    k = len(arg(op, "normalized_shape"))
+    affine = [vl for v in (arg(op, "weight"), arg(op, "bias")) if (vl := _labels(ctx, v)) is not None]
+    for d in range(k):
+        vec = xl[len(xl) - k + d]
+        if affine:
+            ctx.join([vec, *[vl[d] for vl in affine]])
+        else:
+            ctx.uf.pin(vec)
+    outs = out_refs(op)
+    return [xl, *[[*xl[:-k], *ctx.zeros((1,) * k)] for _ in outs[1:]]]
+
+
+def group_norm(ctx: Context, op: Op) -> list[Labels]:
+    """``native_group_norm``: index ``i`` of every group is joined so all groups keep equal sizes."""
+    xl = ctx.of(op.args[0])
+    groups = int(arg(op, "group"))
+    per_group = xl[1].reshape(groups, -1)
+    ctx.uf.union(per_group, per_group[:1])
+    for value in op.args[1:3]:
+        if (vl := _labels(ctx, value)) is not None:
+            ctx.uf.union(vl[0], xl[1])
+    return [xl, *[ctx.zeros(ctx.shape(o)) for o in out_refs(op)[1:]]]
+
+
+def prelu(ctx: Context, op: Op) -> list[Labels]:
+    xl, wl = ctx.of(op.args[0]), ctx.of(op.args[1])
+    if len(wl[0]) == len(xl[1]) and len(xl) > 1:
+        ctx.uf.union(wl[0], xl[1])
+    return [xl]
+
+
+def embedding(ctx: Context, op: Op) -> list[Labels]:
+    """Rows are looked up by index: the output is the indices' dims plus the weight's feature dim."""
+    wl, il = ctx.of(op.args[0]), ctx.of(tensor_args(op)[1])
+    ctx.uf.pin(wl[0])
+    return [[*il, wl[1]]]

@@ -1,0 +1,90 @@
+"""The channel rule for view / reshape / flatten / squeeze: index mappings derived from shapes.
+
+Input and output dims are matched in factor groups with equal products (``(C, H, W) -> C·H·W``,
+``C -> (g, C/g)``). A merge gives each flat index the label of the one removable input dim (so
+flattening ``(C, H, W)`` maps channel ``c`` to the block ``c·H·W … c·H·W + H·W - 1``). A split keeps
+labels on the one output dim they vary along; when they vary along several (a channel shuffle, or a
+split into heads), the largest dim keeps them and each of its indices is joined across the others,
+so every tensor stays prunable by slicing one dim.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .propagate import Context, Labels, out_refs, tensor_args
+from .trace import Op
+
+
+def view(ctx: Context, op: Op) -> list[Labels]:
+    x = tensor_args(op)[0]
+    labels, in_shape = ctx.of(x), ctx.shape(x)
+    out_shape = ctx.shape(out_refs(op)[0])
+    out: list[np.ndarray | None] = [None] * len(out_shape)
+    if 0 in in_shape:
+        return [ctx.zeros(out_shape)]
+    for d, n in enumerate(in_shape):
+        if n == 1:
+            ctx.uf.pin(labels[d])
+    for ins, outs in _factor_groups(in_shape, out_shape):
+        flat = _merge(ctx, [labels[d] for d in ins])
+        for d, vec in zip(outs, _unmerge(ctx, flat, [out_shape[d] for d in outs]), strict=True):
+            out[d] = vec
+    return [[np.zeros(n, dtype=np.int64) if v is None else v for v, n in zip(out, out_shape, strict=True)]]
+
+
+def _factor_groups(in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> list[tuple[list, list]]:
+    """Pairs (input dims, output dims) with equal size products, size-1 dims left out."""
+    ins = [d for d, n in enumerate(in_shape) if n != 1]
+    outs = [d for d, n in enumerate(out_shape) if n != 1]
+    groups, i, j = [], 0, 0
+    while i < len(ins) and j < len(outs):
+        gi, go = [ins[i]], [outs[j]]
+        pi, po = in_shape[ins[i]], out_shape[outs[j]]
+        i, j = i + 1, j + 1
+        while pi != po:
+            if pi < po:
+                gi.append(ins[i])
+                pi, i = pi * in_shape[ins[i]], i + 1
+            else:
+                go.append(outs[j])
+                po, j = po * out_shape[outs[j]], j + 1
+        groups.append((gi, go))
+    return groups
+
+
+def _merge(ctx: Context, vectors: list[np.ndarray]) -> np.ndarray:
+    """Flat labels of a group of dims: the largest removable dim keeps its labels, others are pinned."""
+    sizes = [len(v) for v in vectors]
+    live = [k for k, v in enumerate(vectors) if ctx.uf.find(v).any()]
+    if not live:
+        return np.zeros(int(np.prod(sizes)), dtype=np.int64)
+    keep = max(live, key=lambda k: (sizes[k], k))
+    for k in live:
+        if k != keep:
+            ctx.uf.pin(vectors[k])
+    axis_shape = [1] * len(sizes)
+    axis_shape[keep] = sizes[keep]
+    return np.broadcast_to(vectors[keep].reshape(axis_shape), sizes).ravel()
+
+
+def _unmerge(ctx: Context, flat: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
+    """Per-dim labels of ``flat`` viewed as ``sizes``; joins labels when they vary along several dims."""
+    if len(sizes) == 1:
+        return [flat]
+    grid = flat.reshape(sizes)
+    roots = ctx.uf.find(grid)
+    out = [np.zeros(n, dtype=np.int64) for n in sizes]
+    if not roots.any():
+        return out
+    order = sorted(range(len(sizes)), key=lambda k: (sizes[k], k), reverse=True)
+    for k in order:
+        along = np.moveaxis(roots, k, 0).reshape(sizes[k], -1)
+        if (along == along[:, :1]).all():
+            out[k] = np.moveaxis(grid, k, 0).reshape(sizes[k], -1)[:, 0]
+            return out
+    k = order[0]
+    rows = np.moveaxis(grid, k, 0).reshape(sizes[k], -1)
+    ctx.uf.union(rows, rows[:, :1])
+    out[k] = rows[:, 0]
+    return out

@@ -1,0 +1,186 @@
+"""Record one real forward pass as a list of ATen ops with exact shapes.
+
+Why a ``TorchDispatchMode`` recording and not ``torch.export`` or ``torch.fx``: measured on ResNet-50
+(2 cores, batch 1), ``torch.export(strict=False)`` takes ~2.3 s on a first call, ``torch.fx`` fails
+on data-dependent Python, and recording the forward under a dispatch mode takes ~0.06 s (229 ATen
+ops). The recording sees the same decomposed ATen ops as ``torch.export`` (``linear`` arrives as
+``t`` + ``addmm``, ``conv2d`` as ``convolution``), runs whatever Python the model contains, and gives
+every tensor its exact shape. Parameters keep their identity through dispatch, so each weight names
+its module; forward hooks tag the other ops with the innermost module running.
+
+Every tensor seen gets a node id. Tensors stay referenced until the recording ends, so a Python
+``id`` is never reused for a different tensor; an in-place op gives its result a new node.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten, tree_map
+
+ExampleInputs = Any  # a tensor, a tuple of positional inputs, or a mapping of keyword inputs
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A tensor in a :class:`Trace`, by node id."""
+
+    node: int
+
+
+@dataclass(frozen=True)
+class Op:
+    """One ATen call: ``func(*args, **kwargs) -> outputs`` with tensors replaced by :class:`Ref`."""
+
+    func: torch._ops.OpOverload
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    outputs: tuple[Any, ...]
+    module: str
+
+    @property
+    def name(self) -> str:
+        return str(self.func.overloadpacket.__name__)
+
+
+@dataclass
+class Trace:
+    """The ops of one forward, the shape of every tensor node and where the leaves came from.
+
+    ``sources`` maps node → ``("param" | "buffer" | "input" | "constant", name)``.
+    """
+
+    ops: list[Op] = field(default_factory=list)
+    shapes: list[tuple[int, ...]] = field(default_factory=list)
+    sources: dict[int, tuple[str, str]] = field(default_factory=dict)
+    outputs: list[int] = field(default_factory=list)
+
+
+class _Recorder(TorchDispatchMode):
+    def __init__(self, trace: Trace, stack: list[str]) -> None:
+        super().__init__()
+        self.trace = trace
+        self.stack = stack
+        self.nodes: dict[int, int] = {}
+        self.alive: list[torch.Tensor] = []
+
+    def add(self, tensor: torch.Tensor, source: tuple[str, str] | None = None) -> int:
+        node = len(self.trace.shapes)
+        self.trace.shapes.append(tuple(tensor.shape))
+        self.nodes[id(tensor)] = node
+        self.alive.append(tensor)
+        if source is not None:
+            self.trace.sources[node] = source
+        return node
+
+    def ref(self, value: Any) -> Any:
+        if not isinstance(value, torch.Tensor):
+            return value
+        node = self.nodes.get(id(value))
+        if node is None:
+            node = self.add(value, ("constant", ""))
+        return Ref(node)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        in_args, in_kwargs = tree_map(self.ref, args), tree_map(self.ref, kwargs)
+        flat, _ = tree_flatten(out)
+        outs = tuple(Ref(self.add(t)) if isinstance(t, torch.Tensor) else t for t in flat)
+        module = self.stack[-1] if self.stack else ""
+        self.trace.ops.append(Op(func, tuple(in_args), dict(in_kwargs), outs, module))
+        return out
+
+
+def trace_model(model: nn.Module, example_inputs: ExampleInputs) -> Trace:
+    """Run ``model`` once (eval mode, no grad) on ``example_inputs`` and record every ATen op.
+
+    ``example_inputs`` is a tensor, a tuple of positional inputs or a mapping of keyword inputs.
+    Outputs may be tensors or any nesting of tuples, lists, dicts and dataclasses of them.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    args, kwargs = _split_inputs(example_inputs)
+    trace, stack = Trace(), []
+    recorder = _Recorder(trace, stack)
+    for name, param in model.named_parameters():
+        recorder.add(param, ("param", name))
+    for name, buf in model.named_buffers():
+        recorder.add(buf, ("buffer", name))
+    for leaf in _leaves((args, kwargs)):
+        if id(leaf) not in recorder.nodes:
+            recorder.add(leaf, ("input", ""))
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with _eval(model), _module_stack(model, stack), torch.no_grad(), recorder:
+            result = model(*args, **kwargs)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+    trace.outputs = [recorder.nodes[id(t)] for t in _leaves(result) if id(t) in recorder.nodes]
+    return trace
+
+
+def _split_inputs(example_inputs: ExampleInputs) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,), {}
+    if isinstance(example_inputs, tuple):
+        return example_inputs, {}
+    if isinstance(example_inputs, Mapping):
+        return (), dict(example_inputs)
+    raise TypeError(
+        f"example_inputs must be a tensor, a tuple of positional inputs or a dict of keyword inputs, got "
+        f"{type(example_inputs).__name__}; wrap several inputs in a tuple: (x, mask)"
+    )
+
+
+def _leaves(value: Any) -> list[torch.Tensor]:
+    """Tensors in any nesting of tuples, lists, dicts, dataclasses (incl. HF ``ModelOutput``)."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, Mapping):
+        return [t for v in value.values() for t in _leaves(v)]
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in _leaves(v)]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [t for f in dataclasses.fields(value) for t in _leaves(getattr(value, f.name))]
+    return []
+
+
+@contextmanager
+def _eval(model: nn.Module) -> Iterator[None]:
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, mode in modes.items():
+            module.training = mode
+
+
+@contextmanager
+def _module_stack(model: nn.Module, stack: list[str]) -> Iterator[None]:
+    """Keep ``stack`` = names of the modules whose forward is running, innermost last."""
+
+    def enter(name: str) -> Callable[..., None]:
+        return lambda *_: stack.append(name)
+
+    def leave(*_: Any) -> None:  # returning None keeps the module's output
+        stack.pop()
+
+    handles = []
+    for name, module in model.named_modules():
+        handles.append(module.register_forward_pre_hook(enter(name)))
+        handles.append(module.register_forward_hook(leave, always_call=True))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

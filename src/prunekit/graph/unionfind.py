@@ -1,0 +1,60 @@
+"""A vectorised union-find over integer channel labels; label 0 is the pinned class (never removed)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+PINNED = 0
+
+
+class UnionFind:
+    """Disjoint sets of int64 labels with array-at-a-time ``find`` and ``union``.
+
+    Every link points from the larger root to the smaller, so :data:`PINNED` (0) is the root of any
+    set it joins and a pinned channel can never be chosen for removal.
+    """
+
+    def __init__(self) -> None:
+        self._parent = np.zeros(1024, dtype=np.int64)
+        self._size = 1
+
+    def __len__(self) -> int:
+        return self._size
+
+    def fresh(self, shape: int | tuple[int, ...]) -> np.ndarray:
+        """New singleton labels, one per entry of an array of ``shape``."""
+        count = int(np.prod(shape))
+        while self._size + count > len(self._parent):
+            self._parent = np.concatenate([self._parent, np.zeros_like(self._parent)])
+        ids = np.arange(self._size, self._size + count, dtype=np.int64)
+        self._parent[ids] = ids
+        self._size += count
+        return ids.reshape(shape)
+
+    def find(self, labels: np.ndarray) -> np.ndarray:
+        """Roots of ``labels`` (same shape); compresses the paths it walks."""
+        labels = np.asarray(labels, dtype=np.int64)
+        roots = self._parent[labels]
+        while True:
+            up = self._parent[roots]
+            if np.array_equal(up, roots):
+                break
+            roots = up
+        self._parent[labels] = roots
+        return roots
+
+    def union(self, a: np.ndarray, b: np.ndarray) -> None:
+        """Merge the sets of ``a[i]`` and ``b[i]`` for every ``i`` (arrays broadcast)."""
+        a, b = np.broadcast_arrays(np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64))
+        a, b = a.ravel(), b.ravel()
+        while True:
+            ra, rb = self.find(a), self.find(b)
+            differ = ra != rb
+            if not differ.any():
+                return
+            lo, hi = np.minimum(ra[differ], rb[differ]), np.maximum(ra[differ], rb[differ])
+            self._parent[hi] = lo
+
+    def pin(self, labels: np.ndarray) -> None:
+        """Make ``labels`` unremovable."""
+        self.union(labels, np.zeros_like(np.asarray(labels)))

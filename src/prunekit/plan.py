@@ -1,0 +1,234 @@
+"""Plan first, then cut: choose channels per group (:func:`build_plan`), check every index, then slice
+parameters and buffers and update module attributes (:func:`apply_plan`).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._checks import check_positive_int, check_sparsity
+from .graph.graph import DependencyGraph, Group
+from .graph.importance import IMPORTANCES, group_scores
+from .graph.modules import handler_for
+
+
+@dataclass(frozen=True, eq=False)
+class PruningPlan:
+    """Which channels of which group go: ``removals`` maps group index → sorted channel indices.
+
+    Validated on construction: known groups, channel indices in range, no duplicates, and at least one
+    channel left in every group.
+    """
+
+    graph: DependencyGraph
+    removals: Mapping[int, tuple[int, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        clean = {}
+        for index, channels in self.removals.items():
+            if not isinstance(index, int) or not 0 <= index < len(self.graph.groups):
+                raise ValueError(
+                    f"removals has group index {index!r}; valid group indices are "
+                    f"0..{len(self.graph.groups) - 1}"
+                )
+            size = self.graph.groups[index].size
+            chosen = sorted(int(c) for c in channels)
+            if len(set(chosen)) != len(chosen) or any(not 0 <= c < size for c in chosen):
+                raise ValueError(
+                    f"removals[{index}] must hold distinct channel indices in [0, {size}), got {chosen}"
+                )
+            if len(chosen) >= size:
+                raise ValueError(
+                    f"removals[{index}] removes all {size} channels of the group; keep at least 1"
+                )
+            if chosen:
+                clean[index] = tuple(chosen)
+        object.__setattr__(self, "removals", clean)
+
+    def tensor_removals(self) -> dict[tuple[str, int], np.ndarray]:
+        """``(tensor name, dim) -> indices to remove`` over all groups (sorted, distinct)."""
+        out: dict[tuple[str, int], list[np.ndarray]] = {}
+        for index, channels in self.removals.items():
+            group = self.graph.groups[index]
+            for m, member in enumerate(group.members):
+                out.setdefault((member.tensor, member.dim), []).append(group.indices(m, channels))
+        return {key: np.unique(np.concatenate(parts)) for key, parts in out.items()}
+
+    def preview(self, model: nn.Module, example_inputs: Any) -> str:
+        """Groups with channels before → after, and parameters and MACs before → after."""
+        from .metrics import count_parameters, layer_macs
+
+        pruned = apply_plan(model, self)
+        lines = [f"{'group':>5}  {'channels':>15}  modules"]
+        for index, channels in sorted(self.removals.items()):
+            group = self.graph.groups[index]
+            mods = ", ".join(group.modules()[:4]) + (" …" if len(group.modules()) > 4 else "")
+            lines.append(f"{index:>5}  {group.size:>6} → {group.size - len(channels):<6}  {mods}")
+        for label, fn in (
+            ("params", count_parameters),
+            ("MACs", lambda m: sum(layer_macs(m, example_inputs).values())),
+        ):
+            before, after = fn(model), fn(pruned)
+            lines.append(f"{label}: {before:,} → {after:,} ({after / max(before, 1):.1%})")
+        return "\n".join(lines)
+
+
+def build_plan(
+    model: nn.Module,
+    graph: DependencyGraph,
+    ratio: float = 0.5,
+    importance: str = "l1",
+    *,
+    reduction: str = "mean",
+    normalize: str = "mean",
+    global_ranking: bool = False,
+    max_layer_ratio: float = 1.0,
+    round_to: int = 1,
+    ignore: Iterable[str] = (),
+    ratios: Mapping[str, float] | None = None,
+    generator: torch.Generator | None = None,
+) -> PruningPlan:
+    """Remove the lowest-scored ``ratio`` of channels per group (or globally with ``global_ranking``).
+
+    ``ratios`` overrides ``ratio`` for groups touching the named modules; groups touching ``ignore``d
+    modules are kept whole; ``round_to`` rounds every group's kept channels up to a multiple;
+    ``max_layer_ratio`` caps the fraction a global ranking may take from one group.
+    """
+    ratio = check_sparsity(ratio, "ratio")
+    max_layer_ratio = _check_max_ratio(max_layer_ratio)
+    check_positive_int(round_to, "round_to")
+    IMPORTANCES.get(importance)
+    overrides = {k: check_sparsity(v, f"ratios[{k!r}]") for k, v in (ratios or {}).items()}
+    skip = set(ignore) if not isinstance(ignore, str) else {ignore}
+    scored: dict[int, torch.Tensor] = {}
+    for group in graph.groups:
+        if skip.isdisjoint(group.modules()):
+            scores = group_scores(model, group, importance, reduction, normalize, generator)
+            if scores is not None:
+                scored[group.index] = scores
+    if global_ranking:
+        counts = _global_counts(graph.groups, scored, ratio, max_layer_ratio)
+    else:
+        counts = {i: _local_count(graph.groups[i], ratio, overrides) for i in scored}
+    removals = {}
+    for index, count in counts.items():
+        count = _rounded(graph.groups[index].size, count, round_to)
+        order = torch.argsort(scored[index], stable=True)
+        removals[index] = tuple(sorted(order[:count].tolist()))
+    return PruningPlan(graph, removals)
+
+
+def _check_max_ratio(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
+        raise ValueError(f"max_layer_ratio must be a float in (0, 1], got {value!r}")
+    return float(value)
+
+
+def _local_count(group: Group, ratio: float, overrides: Mapping[str, float]) -> int:
+    hits = [overrides[m] for m in group.modules() if m in overrides]
+    return math.floor(group.size * (max(hits) if hits else ratio))
+
+
+def _rounded(size: int, count: int, round_to: int) -> int:
+    """Channels to remove so that the kept ones are a positive multiple of ``round_to`` (or all)."""
+    kept = min(size, max(1, math.ceil((size - count) / round_to) * round_to))
+    return size - kept
+
+
+def _global_counts(
+    groups: tuple[Group, ...], scored: Mapping[int, torch.Tensor], ratio: float, max_layer_ratio: float
+) -> dict[int, int]:
+    """Take the globally lowest normalised scores until ``ratio`` of all channels, capped per group."""
+    entries = sorted((float(s), i) for i, scores in scored.items() for s in scores.tolist())
+    target = math.floor(ratio * sum(groups[i].size for i in scored))
+    caps = {i: min(math.floor(groups[i].size * max_layer_ratio), groups[i].size - 1) for i in scored}
+    counts = dict.fromkeys(scored, 0)
+    taken = 0
+    for _, i in entries:
+        if taken >= target:
+            break
+        if counts[i] < caps[i]:
+            counts[i] += 1
+            taken += 1
+    return counts
+
+
+def apply_plan(model: nn.Module, plan: PruningPlan, inplace: bool = False) -> nn.Module:
+    """A copy of ``model`` (``model`` itself if ``inplace``) with the plan's channels removed.
+
+    Every tensor and index is checked against the model before anything changes; then parameters and
+    buffers are sliced (tied tensors stay tied) and module attributes are updated by their handlers.
+    """
+    if not isinstance(plan, PruningPlan):
+        raise TypeError(f"plan must be a PruningPlan (see build_plan), got {type(plan).__name__}")
+    removals = plan.tensor_removals()
+    tensors = _named_tensors(model)
+    for (name, dim), indices in removals.items():
+        _check_tensor(tensors, plan.graph, name, dim, indices)
+    target = model if inplace else copy.deepcopy(model)
+    slots = _slots(target)
+    touched = set()
+    for name in sorted({name for name, _ in removals}):
+        tensor = _named_tensors(target)[name]
+        for (tname, dim), indices in removals.items():
+            if tname == name:
+                keep = np.setdiff1d(np.arange(tensor.shape[dim]), indices)
+                tensor = tensor.detach().index_select(dim, torch.as_tensor(keep, device=tensor.device))
+        touched |= _replace(slots[name], tensor)
+    for module in touched:
+        handler = handler_for(module)
+        if handler is not None:
+            handler.update(module)
+    return target
+
+
+def _named_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {**dict(model.named_parameters()), **dict(model.named_buffers())}
+
+
+def _check_tensor(tensors: Mapping[str, torch.Tensor], graph: DependencyGraph, name: str, dim: int,
+                  indices: np.ndarray) -> None:  # fmt: skip
+    expected = graph.shapes[name]
+    if name not in tensors or tuple(tensors[name].shape) != expected:
+        found = tuple(tensors[name].shape) if name in tensors else "missing"
+        raise ValueError(
+            f"the plan was built for {name} of shape {expected} but the model has {found}; build the graph "
+            "and the plan on this model (DependencyGraph.build(model, example_inputs))"
+        )
+    if len(indices) >= expected[dim] or indices.min() < 0 or indices.max() >= expected[dim]:
+        raise ValueError(
+            f"the plan removes {len(indices)} of {expected[dim]} indices along dim {dim} of {name}; "
+            "indices must lie in range and leave at least one"
+        )
+
+
+def _slots(model: nn.Module) -> dict[str, list[tuple[nn.Module, str, bool]]]:
+    """Tensor name → every (module, attribute, is_param) holding that tensor (tied weights share)."""
+    holders: dict[int, list[tuple[nn.Module, str, bool]]] = {}
+    for module in model.modules():
+        for local, p in module._parameters.items():
+            if p is not None:
+                holders.setdefault(id(p), []).append((module, local, True))
+        for local, b in module._buffers.items():
+            if b is not None:
+                holders.setdefault(id(b), []).append((module, local, False))
+    return {name: holders[id(t)] for name, t in _named_tensors(model).items()}
+
+
+def _replace(slots: list[tuple[nn.Module, str, bool]], value: torch.Tensor) -> set[nn.Module]:
+    first_module, first_local, is_param = slots[0]
+    old = getattr(first_module, first_local)
+    new = (
+        nn.Parameter(value.contiguous(), requires_grad=old.requires_grad) if is_param else value.contiguous()
+    )
+    for module, local, param in slots:
+        (module._parameters if param else module._buffers)[local] = new
+    return {module for module, _, _ in slots}

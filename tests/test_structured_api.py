@@ -1,0 +1,210 @@
+"""Plan, apply, errors, attributes, training, save/load of structured pruning."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torch import nn
+
+from prunekit.graph import IMPORTANCES, DependencyGraph, UnsupportedOpError, load_pruned, save_pruned
+from prunekit.plan import PruningPlan, apply_plan, build_plan
+from structured_zoo import build, resnet18
+
+
+class Rolls(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.mix, self.out = nn.Conv2d(3, 4, 1), Mixer(), nn.Conv2d(4, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.mix(self.conv(x)))
+
+
+class Mixer(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.roll(x, 1, dims=1)
+
+
+def test_unsupported_op_names_op_and_module_and_leaves_model_untouched() -> None:
+    model = Rolls().train()
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(UnsupportedOpError, match=r"aten\.roll.*module 'mix' \(Mixer\)"):
+        DependencyGraph.build(model, torch.randn(1, 3, 2, 2))
+    assert model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_ignoring_the_producer_makes_the_unsupported_op_harmless() -> None:
+    graph = DependencyGraph.build(Rolls(), torch.randn(1, 3, 2, 2), ignore=["conv"])
+    assert all("conv" not in g.modules() for g in graph.groups)
+
+
+def test_unknown_ignored_module_is_rejected() -> None:
+    with pytest.raises(ValueError, match="ignore names modules that do not exist: \\['nope'\\]"):
+        DependencyGraph.build(Rolls(), torch.randn(1, 3, 2, 2), ignore=["nope"])
+
+
+@pytest.mark.parametrize("ratio", [-0.2, 1.0, 1.5, float("nan")])
+def test_bad_ratio_is_rejected(ratio: float) -> None:
+    model, x = build("lenet5")
+    with pytest.raises(ValueError, match="ratio must be in \\[0, 1\\)"):
+        build_plan(model, DependencyGraph.build(model, x), ratio)
+
+
+def test_bad_plan_indices_are_rejected() -> None:
+    model, x = build("lenet5")
+    graph = DependencyGraph.build(model, x)
+    with pytest.raises(ValueError, match="distinct channel indices in \\[0, 6\\)"):
+        PruningPlan(graph, {0: [6]})
+    with pytest.raises(ValueError, match="distinct channel indices"):
+        PruningPlan(graph, {0: [1, 1]})
+    with pytest.raises(ValueError, match="removes all 6 channels"):
+        PruningPlan(graph, {0: range(6)})
+    with pytest.raises(ValueError, match="valid group indices are 0..3"):
+        PruningPlan(graph, {9: [0]})
+
+
+def test_plan_for_another_model_raises_before_any_change() -> None:
+    model, x = build("lenet5")
+    plan = PruningPlan(DependencyGraph.build(model, x), {0: [0, 1]})
+    other = nn.Sequential(nn.Conv2d(1, 7, 5, padding=2))
+    with pytest.raises(ValueError, match=r"built for 0\.weight of shape \(6, 1, 5, 5\)"):
+        apply_plan(other, plan, inplace=True)
+    assert other[0].weight.shape == (7, 1, 5, 5)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "convnext_block", "unet", "shufflenet_unit"])
+def test_pruned_modules_are_consistent_and_train(name: str) -> None:
+    model, x = build(name)
+    graph = DependencyGraph.build(model, x)
+    pruned = apply_plan(model, build_plan(model, graph, 0.5, "l2"))
+    assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
+    for mname, m in pruned.named_modules():
+        if isinstance(m, nn.Conv2d):
+            assert (m.out_channels, m.in_channels // m.groups) == tuple(m.weight.shape[:2]), mname
+        elif isinstance(m, nn.ConvTranspose2d):
+            assert (m.in_channels, m.out_channels // m.groups) == tuple(m.weight.shape[:2]), mname
+        elif isinstance(m, nn.Linear):
+            assert (m.out_features, m.in_features) == tuple(m.weight.shape), mname
+        elif isinstance(m, nn.BatchNorm2d):
+            assert m.num_features == m.weight.shape[0] == m.running_mean.shape[0], mname
+        elif isinstance(m, nn.LayerNorm):
+            assert m.normalized_shape == tuple(m.weight.shape), mname
+    pruned.train()
+    optimizer = torch.optim.SGD(pruned.parameters(), lr=0.1)
+    loss = pruned(x).square().mean()
+    loss.backward()
+    optimizer.step()
+    assert torch.isfinite(pruned(x)).all()
+    assert model(x).shape == pruned(x).shape
+
+
+def test_local_ratio_round_to_and_inplace() -> None:
+    model, x = build("vgg11_bn")
+    graph = DependencyGraph.build(model, x)
+    plan = build_plan(model, graph, 0.3, round_to=4)
+    kept = {i: graph.groups[i].size - len(c) for i, c in plan.removals.items()}
+    assert all(k % 4 == 0 for k in kept.values())
+    assert 0 not in plan.removals and kept[1] == 12  # 8·0.7 = 5.6 → 8 kept; 16·0.7 = 11.2 → 12
+    pruned = apply_plan(model, plan, inplace=True)
+    assert pruned is model and model[4].out_channels == 12
+
+
+def test_l1_removes_the_channels_with_smallest_weights() -> None:
+    model = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.arange(1.0, 7.0)[:, None].expand(6, 4))
+        model[0].bias.zero_()
+        model[2].weight.fill_(1.0)
+    graph = DependencyGraph.build(model, torch.randn(3, 4))
+    plan = build_plan(model, graph, 0.5, "l1")
+    assert plan.removals == {0: (0, 1, 2)}
+    assert apply_plan(model, plan)[0].weight[:, 0].tolist() == [4.0, 5.0, 6.0]
+
+
+def test_global_ranking_respects_max_layer_ratio() -> None:
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    with torch.no_grad():
+        model[0].weight.mul_(100.0)
+    graph = DependencyGraph.build(model, torch.randn(3, 4))
+    free = build_plan(model, graph, 0.25, "l1", global_ranking=True, normalize="none")
+    assert free.removals == {1: free.removals[1]} and len(free.removals[1]) == 4
+    capped = build_plan(model, graph, 0.25, "l1", global_ranking=True, normalize="none", max_layer_ratio=0.25)
+    assert {i: len(c) for i, c in capped.removals.items()} == {0: 2, 1: 2}
+
+
+def test_ignore_and_per_module_ratios() -> None:
+    model, x = build("lenet5")
+    graph = DependencyGraph.build(model, x)
+    plan = build_plan(model, graph, 0.5, ignore=["0"], ratios={"7": 0.25})
+    assert 0 not in plan.removals
+    assert len(plan.removals[2]) == 30  # group of 120 features of module 7 at ratio 0.25
+
+
+@pytest.mark.parametrize("importance", IMPORTANCES.names())
+def test_every_importance_gives_one_score_per_channel(importance: str) -> None:
+    model, x = build("resnet18")
+    model(x).square().mean().backward()
+    graph = DependencyGraph.build(model, x)
+    plan = build_plan(model, graph, 0.5, importance, generator=torch.Generator().manual_seed(0))
+    assert plan.removals
+    assert all(len(c) == graph.groups[i].size // 2 for i, c in plan.removals.items())
+
+
+def test_unknown_importance_lists_valid_names() -> None:
+    model, x = build("lenet5")
+    with pytest.raises(ValueError, match="valid importances are: bn_scale, l1, l2, random, taylor"):
+        build_plan(model, DependencyGraph.build(model, x), 0.5, "l0")
+
+
+def test_taylor_without_gradients_says_how_to_fix() -> None:
+    model, x = build("lenet5")
+    with pytest.raises(ValueError, match="run loss.backward"):
+        build_plan(model, DependencyGraph.build(model, x), 0.5, "taylor")
+
+
+def test_preview_lists_groups_params_and_macs() -> None:
+    model, x = build("lenet5")
+    graph = DependencyGraph.build(model, x)
+    text = build_plan(model, graph, 0.5).preview(model, x)
+    assert "    0       6 → 3       0, 3" in text
+    assert "params: 61,706 →" in text and "MACs:" in text
+
+
+def test_save_and_load_into_the_original_architecture(tmp_path) -> None:
+    model, x = build("resnet18")
+    graph = DependencyGraph.build(model, x)
+    pruned = apply_plan(model, build_plan(model, graph, 0.5))
+    save_pruned(pruned, tmp_path)
+    manifest = (tmp_path / "manifest.json").read_text()
+    assert '"format": "prunekit-structured/1"' in manifest
+    loaded = load_pruned(resnet18, tmp_path).eval()
+    torch.testing.assert_close(loaded(x), pruned(x), rtol=0, atol=0)
+    assert loaded[2].body[0][0].out_channels == pruned[2].body[0][0].out_channels == 4
+
+
+@dataclass
+class Output:
+    logits: torch.Tensor
+    extra: dict
+
+
+class KeywordModel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 6), nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor) -> Output:
+        h = torch.relu(self.a(x)) * scale
+        return Output(self.b(h), {"hidden": (h.sum(-1),)})
+
+
+def test_keyword_inputs_and_dataclass_outputs() -> None:
+    model = KeywordModel()
+    inputs = {"x": torch.randn(2, 4), "scale": torch.tensor(2.0)}
+    graph = DependencyGraph.build(model, inputs)
+    assert [g.size for g in graph.groups] == [6]
+    assert len(graph.trace.outputs) == 2

@@ -1,0 +1,78 @@
+"""Exactness: zero what produces chosen channels, remove exactly those channels, outputs are unchanged."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from prunekit.graph import DependencyGraph, Group
+from prunekit.plan import PruningPlan, apply_plan
+from structured_zoo import ZOO, build
+
+INEXACT = (nn.LayerNorm, nn.GroupNorm)  # normalisation statistics over channels change when channels go
+
+
+def zero_producers(model: nn.Module, group: Group, channels: list[int]) -> None:
+    """Make ``channels`` of ``group`` contribute nothing: zero every slice that produces them."""
+    tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    with torch.no_grad():
+        for m, member in enumerate(group.members):
+            if member.role == "out":
+                index = torch.as_tensor(group.indices(m, channels))
+                tensors[member.tensor].index_fill_(member.dim, index, 0.0)
+
+
+def exact_groups(model: nn.Module, graph: DependencyGraph) -> list[Group]:
+    return [
+        g
+        for g in graph.groups
+        if not any(isinstance(model.get_submodule(m.module), INEXACT) for m in g.members)
+    ]
+
+
+def choose(group: Group, generator: torch.Generator) -> list[int]:
+    count = int(torch.randint(1, group.size, (1,), generator=generator)) if group.size > 1 else 0
+    return sorted(torch.randperm(group.size, generator=generator)[:count].tolist())
+
+
+def assert_exact(pruned: nn.Module, reference: nn.Module, x: torch.Tensor) -> None:
+    with torch.no_grad():
+        expected, actual = reference(x), pruned(x)
+    scale = expected.abs().max().item()
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5 * max(scale, 1e-6))
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_every_group_at_once_is_exact(name: str) -> None:
+    model, x = build(name)
+    graph = DependencyGraph.build(model, x)
+    groups = exact_groups(model, graph)
+    assert groups, f"{name}: no exactly prunable group found"
+    generator = torch.Generator().manual_seed(0)
+    removals = {g.index: choose(g, generator) for g in groups}
+    zeroed = copy.deepcopy(model)
+    for group in groups:
+        zero_producers(zeroed, group, removals[group.index])
+    pruned = apply_plan(zeroed, PruningPlan(graph, removals))
+    assert_exact(pruned, zeroed, x)
+    removed = sum(len(c) for c in removals.values())
+    assert (
+        sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
+        or not removed
+    )
+
+
+@pytest.mark.parametrize("name", ["resnet18", "shufflenet_unit", "convnext_block", "unet", "densenet_block"])
+def test_each_group_alone_is_exact(name: str) -> None:
+    model, x = build(name)
+    graph = DependencyGraph.build(model, x)
+    generator = torch.Generator().manual_seed(1)
+    for group in exact_groups(model, graph):
+        channels = choose(group, generator)
+        zeroed = copy.deepcopy(model)
+        zero_producers(zeroed, group, channels)
+        pruned = apply_plan(zeroed, PruningPlan(graph, {group.index: channels}))
+        assert_exact(pruned, zeroed, x)
