@@ -239,3 +239,58 @@ def build(name: str) -> tuple[nn.Module, torch.Tensor]:
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.5, 0.5)
     return model.eval(), torch.randn(shape)
+
+
+def _transformers():  # type: ignore[no-untyped-def]
+    import os
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    import transformers
+
+    return transformers
+
+
+def hf_bert() -> nn.Module:
+    tf = _transformers()
+    config = tf.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                           intermediate_size=48, max_position_embeddings=16)  # fmt: skip
+    return tf.BertModel(config, add_pooling_layer=False)
+
+
+def hf_gpt2() -> nn.Module:
+    tf = _transformers()
+    config = tf.GPT2Config(vocab_size=50, n_embd=32, n_layer=2, n_head=4, n_positions=16,
+                           bos_token_id=0, eos_token_id=0)  # fmt: skip
+    return tf.GPT2Model(config)
+
+
+def hf_llama() -> nn.Module:
+    tf = _transformers()
+    config = tf.LlamaConfig(
+        vocab_size=50, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=8,
+        num_key_value_heads=2, max_position_embeddings=16,
+    )  # fmt: skip
+    return tf.LlamaModel(config)
+
+
+def hf_vit() -> nn.Module:
+    tf = _transformers()
+    config = tf.ViTConfig(image_size=16, patch_size=4, hidden_size=32, num_hidden_layers=2,
+                          num_attention_heads=4, intermediate_size=48)  # fmt: skip
+    return tf.ViTModel(config, add_pooling_layer=False)
+
+
+def hf_inputs(name: str) -> dict[str, torch.Tensor | bool]:
+    """Keyword inputs of the HF zoo model ``name`` (random ids / pixels, fixed seed)."""
+    generator = torch.Generator().manual_seed(0)
+    if name == "hf_vit":
+        return {"pixel_values": torch.randn(2, 3, 16, 16, generator=generator)}
+    inputs: dict[str, torch.Tensor | bool] = {"input_ids": torch.randint(0, 50, (2, 7), generator=generator)}
+    if name == "hf_llama":
+        inputs["use_cache"] = False
+    return inputs
+
+
+HF_ZOO: dict[str, Callable[[], nn.Module]] = {
+    "hf_bert": hf_bert, "hf_gpt2": hf_gpt2, "hf_llama": hf_llama, "hf_vit": hf_vit,
+}  # fmt: skip

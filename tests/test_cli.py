@@ -117,3 +117,45 @@ def test_demo_end_to_end_with_a_short_budget(tmp_path, monkeypatch, capsys):
     assert main(args) == 0  # second run reuses the cached dense model
     again = _last_json(capsys)
     assert again["dense_model_cached"] and again["dense_accuracy"] == summary["dense_accuracy"]
+
+
+@pytest.fixture
+def lenet5_weights(tmp_path):
+    from prunekit.zoo import lenet5
+
+    torch.manual_seed(0)
+    return save_weights(lenet5(), tmp_path / "lenet5.safetensors")
+
+
+def test_structured_prune_writes_a_smaller_model_and_the_plan(tmp_path, lenet5_weights, capsys):
+    from prunekit.graph import load_pruned
+    from prunekit.zoo import lenet5
+
+    out = tmp_path / "out"
+    args = ["prune", "--model", "lenet5", "--weights", str(lenet5_weights), "--structured", "--ratio", "0.5"]
+    args += ["--importance", "l2", "--round-to", "4", "--ignore", "fc2", "--out", str(out), "--quiet"]
+    assert main([*args, "--input-shape", "1,1,28,28"]) == 0
+    summary = _last_json(capsys)
+    assert summary["params_after"] < summary["params_before"] and summary["out_dir"] == str(out)
+    pruned = load_pruned(lenet5, out)
+    # conv1 6 → 4 (kept channels rounded up to 4), conv2 16 → 8; fc2 is ignored, so its input fc1 stays
+    assert (pruned.conv1.out_channels, pruned.conv2.out_channels, pruned.fc1.out_features) == (4, 8, 120)
+    assert pruned.fc1.in_features == 8 * 5 * 5 and pruned.fc2.weight.shape == (84, 120)
+    assert pruned(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    assert "params:" in (out / "plan.txt").read_text() and "MACs:" in (out / "plan.txt").read_text()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], "--structured needs --ratio"),
+        (["--ratio", "1.5"], "ratio must be in"),
+        (["--ratio", "0.5", "--ignore", "nope"], "ignore names modules that do not exist"),
+        (["--ratio", "0.5", "--input-shape", "1,x"], "--input-shape must be"),
+    ],
+)
+def test_structured_prune_bad_input_is_a_clear_error(tmp_path, lenet5_weights, capsys, extra, message):
+    args = ["prune", "--model", "lenet5", "--weights", str(lenet5_weights), "--structured", "--out"]
+    assert main([*args, str(tmp_path / "o"), "--input-shape", "1,1,28,28", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("prunekit prune: error:") and message in err

@@ -52,16 +52,18 @@ def layer_macs(model: nn.Module, example_inputs: ExampleInputs) -> dict[str, int
     counted once, in the innermost module that ran it: a ``Linear`` holds its matmul, and a parent holds
     only what its own ``forward`` computes (e.g. attention scores), so the values sum to the model's total.
     Modules that compute no matmul or convolution are left out. MACs grow with the batch size of
-    ``example_inputs``. Training modes are restored afterwards.
+    ``example_inputs`` (a tensor, a tuple of positional inputs or a mapping of keyword inputs).
+    Training modes are restored afterwards.
     """
     _check_model(model)
-    args = _as_args(example_inputs)
+    kwargs = dict(example_inputs) if isinstance(example_inputs, Mapping) else {}
+    args = () if kwargs else _as_args(example_inputs)
     counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS)
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
         with _inference(model), counter:
-            model(*args)
+            model(*args, **kwargs)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
     flops = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items() if name != "Global"}
@@ -217,6 +219,6 @@ def _as_args(example_inputs: Any) -> tuple[Any, ...]:
     if isinstance(example_inputs, tuple):
         return example_inputs
     raise TypeError(
-        f"example_inputs must be a tensor or a tuple of the model's positional inputs, got "
-        f"{type(example_inputs).__name__}; wrap several inputs in a tuple: (x, mask)"
+        "example_inputs must be a tensor, a tuple of the model's positional inputs or a dict of keyword "
+        f"inputs, got {type(example_inputs).__name__}; wrap several inputs in a tuple: (x, mask)"
     )

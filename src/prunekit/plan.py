@@ -16,6 +16,7 @@ from torch import nn
 
 from ._checks import check_positive_int, check_sparsity
 from .graph.graph import DependencyGraph, Group
+from .graph.hf import update_model
 from .graph.importance import IMPORTANCES, group_scores
 from .graph.modules import handler_for
 
@@ -187,6 +188,7 @@ def apply_plan(model: nn.Module, plan: PruningPlan, inplace: bool = False) -> nn
         handler = handler_for(module)
         if handler is not None:
             handler.update(module)
+    update_model(target, plan.graph.heads)
     return target
 
 

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
-from . import rules  # noqa: F401  (registers the op rules)
+from .._checks import check_choice
+from . import hf, rules  # noqa: F401  (register the Conv1D handler and the op rules)
+from .attention import HEAD_MODES, head_hints
 from .modules import handler_for
 from .propagate import propagate
 from .trace import ExampleInputs, Trace, trace_model
@@ -60,23 +62,36 @@ class DependencyGraph:
     """Groups of coupled channels of a model, built by :meth:`build` from one traced forward."""
 
     def __init__(
-        self, groups: tuple[Group, ...], shapes: dict[str, tuple[int, ...]], trace: Trace, seconds: float
+        self,
+        groups: tuple[Group, ...],
+        shapes: dict[str, tuple[int, ...]],
+        trace: Trace,
+        seconds: float,
+        heads: str = "heads",
     ) -> None:
         self.groups = groups
+        self.heads = heads
         self.shapes = shapes
         self.trace = trace
         self.seconds = seconds
 
     @classmethod
     def build(
-        cls, model: nn.Module, example_inputs: ExampleInputs, ignore: Iterable[str] = ()
+        cls,
+        model: nn.Module,
+        example_inputs: ExampleInputs,
+        ignore: Iterable[str] = (),
+        heads: str = "heads",
     ) -> DependencyGraph:
         """Trace ``model`` on ``example_inputs`` and group its channels; the model is not changed.
 
         ``ignore`` names modules whose parameters keep all their channels (their channels are pinned,
-        and so is everything coupled to them). Raises ``UnsupportedOpError`` naming the op and module
-        when an op without a channel rule touches a prunable channel.
+        and so is everything coupled to them). ``heads`` says what attention channels are:
+        ``"heads"`` (whole heads, ``head_dim`` kept) or ``"head_dim"`` (the same dims of every head).
+        Raises ``UnsupportedOpError`` naming the op and module when an op without a channel rule
+        touches a prunable channel.
         """
+        check_choice(heads, "heads", HEAD_MODES)
         start = time.perf_counter()
         modules = dict(model.named_modules())
         ignored = _check_ignore(ignore, modules)
@@ -98,9 +113,10 @@ class DependencyGraph:
                 else:
                     vectors.append(np.zeros(n, dtype=np.int64))
             labels[node] = vectors
-        propagate(trace, uf, labels, {k: type(v).__name__ for k, v in modules.items()})
+        classes = {k: type(v).__name__ for k, v in modules.items()}
+        propagate(trace, uf, labels, classes, head_hints(trace, heads))
         groups = _groups([m for m, _ in members], [uf.find(v) for _, v in members])
-        return cls(groups, shapes, trace, time.perf_counter() - start)
+        return cls(groups, shapes, trace, time.perf_counter() - start, heads)
 
     def __repr__(self) -> str:
         return f"DependencyGraph({len(self.groups)} groups, {len(self.trace.ops)} ops)"

@@ -30,8 +30,11 @@ class UnsupportedOpError(ValueError):
 class Context:
     """Labels of every traced tensor node, the union-find behind them, and their shapes."""
 
-    def __init__(self, trace: Trace, uf: UnionFind, labels: dict[int, Labels]) -> None:
+    def __init__(
+        self, trace: Trace, uf: UnionFind, labels: dict[int, Labels], hints: dict[int, int] | None = None
+    ) -> None:
         self.trace, self.uf, self.labels = trace, uf, labels
+        self.hints = hints or {}  # view output node → dim that keeps labels in a split (head splits)
 
     def shape(self, ref: Ref) -> tuple[int, ...]:
         return self.trace.shapes[ref.node]
@@ -94,13 +97,20 @@ def _rule_for(name: str) -> Rule | None:
     return None
 
 
-def propagate(trace: Trace, uf: UnionFind, labels: dict[int, Labels], modules: dict[str, str]) -> Context:
-    """Run every op's rule in order; pin the model outputs. ``modules`` maps name → class name.
+def propagate(
+    trace: Trace,
+    uf: UnionFind,
+    labels: dict[int, Labels],
+    modules: dict[str, str],
+    hints: dict[int, int] | None = None,
+) -> Context:
+    """Run every op's rule in order; pin the model outputs. ``modules`` maps name → class name,
+    ``hints`` maps a view's output node to the dim that keeps labels where it splits heads.
 
     Raises :class:`UnsupportedOpError` naming the op and its module when an op without a rule
     touches a channel that could be removed.
     """
-    ctx = Context(trace, uf, labels)
+    ctx = Context(trace, uf, labels, hints)
     for op in trace.ops:
         outs = out_refs(op)
         if not outs:

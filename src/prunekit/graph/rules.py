@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import rules_layers as layers
 from . import rules_shape as shape
+from .attention import SDPA, sdpa
 from .propagate import register_op_rule
 from .rules_view import view
 
@@ -54,6 +55,7 @@ def _register() -> None:
     register_op_rule("native_group_norm", layers.group_norm)
     register_op_rule("_prelu_kernel", layers.prelu)
     register_op_rule("embedding", layers.embedding)
+    register_op_rule(SDPA, sdpa)
 
 
 _register()

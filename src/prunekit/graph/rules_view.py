@@ -5,13 +5,15 @@ Input and output dims are matched in factor groups with equal products (``(C, H,
 flattening ``(C, H, W)`` maps channel ``c`` to the block ``c·H·W … c·H·W + H·W - 1``). A split keeps
 labels on the one output dim they vary along; when they vary along several (a channel shuffle, or a
 split into heads), the largest dim keeps them and each of its indices is joined across the others,
-so every tensor stays prunable by slicing one dim.
+so every tensor stays prunable by slicing one dim. Where a split creates attention heads, the
+head-split hint (``ctx.hints``, see :mod:`.attention`) picks that dim instead.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .attention import hinted_order
 from .propagate import Context, Labels, out_refs, tensor_args
 from .trace import Op
 
@@ -26,9 +28,11 @@ def view(ctx: Context, op: Op) -> list[Labels]:
     for d, n in enumerate(in_shape):
         if n == 1:
             ctx.uf.pin(labels[d])
+    hint = ctx.hints.get(out_refs(op)[0].node)
     for ins, outs in _factor_groups(in_shape, out_shape):
         flat = _merge(ctx, [labels[d] for d in ins])
-        for d, vec in zip(outs, _unmerge(ctx, flat, [out_shape[d] for d in outs]), strict=True):
+        keep = outs.index(hint) if hint in outs else None
+        for d, vec in zip(outs, _unmerge(ctx, flat, [out_shape[d] for d in outs], keep), strict=True):
             out[d] = vec
     return [[np.zeros(n, dtype=np.int64) if v is None else v for v, n in zip(out, out_shape, strict=True)]]
 
@@ -68,8 +72,9 @@ def _merge(ctx: Context, vectors: list[np.ndarray]) -> np.ndarray:
     return np.broadcast_to(vectors[keep].reshape(axis_shape), sizes).ravel()
 
 
-def _unmerge(ctx: Context, flat: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
-    """Per-dim labels of ``flat`` viewed as ``sizes``; joins labels when they vary along several dims."""
+def _unmerge(ctx: Context, flat: np.ndarray, sizes: list[int], hint: int | None) -> list[np.ndarray]:
+    """Per-dim labels of ``flat`` viewed as ``sizes``; joins labels when they vary along several dims
+    (keeping them on dim ``hint`` when given, else on the largest)."""
     if len(sizes) == 1:
         return [flat]
     grid = flat.reshape(sizes)
@@ -77,7 +82,7 @@ def _unmerge(ctx: Context, flat: np.ndarray, sizes: list[int]) -> list[np.ndarra
     out = [np.zeros(n, dtype=np.int64) for n in sizes]
     if not roots.any():
         return out
-    order = sorted(range(len(sizes)), key=lambda k: (sizes[k], k), reverse=True)
+    order = hinted_order(sizes, hint)
     for k in order:
         along = np.moveaxis(roots, k, 0).reshape(sizes[k], -1)
         if (along == along[:, :1]).all():

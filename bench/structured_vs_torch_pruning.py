@@ -1,0 +1,351 @@
+"""Structured pruning: prunekit vs Torch-Pruning 1.6.1, same run, same models, 50% of channels (L1).
+
+Per model: graph + prune time, parameters and MACs after pruning (each library in a subprocess with
+a timeout, so a hang or crash is recorded, not fatal), and 2-thread CPU latency of the dense model vs
+prunekit's pruned model at batch 1 and 32 (median of alternating runs).
+
+    python bench/structured_vs_torch_pruning.py            # all models
+    python bench/structured_vs_torch_pruning.py --quick    # ≤ 60 s: ResNet-18, MobileNetV2, tiny LLaMA
+    python bench/structured_vs_torch_pruning.py --json     # last stdout line: one JSON summary
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+def _cbr(cin: int, cout: int, k: int = 1, s: int = 1, g: int = 1, act: type = nn.ReLU) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, k, s, k // 2, groups=g, bias=False), nn.BatchNorm2d(cout), act()]
+
+
+class Basic(nn.Module):
+    expansion = 1
+
+    def __init__(self, cin: int, w: int, s: int) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(cin, w, 3, s, 1, bias=False), nn.BatchNorm2d(w)
+        self.conv2, self.bn2 = nn.Conv2d(w, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w)
+        down = s != 1 or cin != w
+        self.downsample = (
+            nn.Sequential(nn.Conv2d(cin, w, 1, s, bias=False), nn.BatchNorm2d(w)) if down else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        return F.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, cin: int, w: int, s: int) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(cin, w, 1, bias=False), nn.BatchNorm2d(w)
+        self.conv2, self.bn2 = nn.Conv2d(w, w, 3, s, 1, bias=False), nn.BatchNorm2d(w)
+        self.conv3, self.bn3 = nn.Conv2d(w, w * 4, 1, bias=False), nn.BatchNorm2d(w * 4)
+        down = s != 1 or cin != w * 4
+        self.downsample = (
+            nn.Sequential(nn.Conv2d(cin, w * 4, 1, s, bias=False), nn.BatchNorm2d(w * 4)) if down else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
+        return F.relu(self.bn3(self.conv3(out)) + (x if self.downsample is None else self.downsample(x)))
+
+
+class ResNet(nn.Module):
+    """torchvision's ResNet (same module names and parameter counts)."""
+
+    def __init__(self, block: type, depths: tuple[int, ...]) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64)
+        self.relu, self.maxpool = nn.ReLU(), nn.MaxPool2d(3, 2, 1)
+        cin = 64
+        for i, (w, n) in enumerate(zip((64, 128, 256, 512), depths, strict=True)):
+            blocks = []
+            for j in range(n):
+                blocks.append(block(cin, w, 2 if j == 0 and i > 0 else 1))
+                cin = w * block.expansion
+            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+        self.avgpool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(cin, 1000)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, cin: int, cout: int, s: int, t: int) -> None:
+        super().__init__()
+        mid, self.res = cin * t, s == 1 and cin == cout
+        layers = _cbr(cin, mid, act=nn.ReLU6) if t != 1 else []
+        layers += [
+            *_cbr(mid, mid, 3, s, mid, nn.ReLU6),
+            nn.Conv2d(mid, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        ]
+        self.conv = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x) if self.res else self.conv(x)
+
+
+class MobileNetV2(nn.Module):
+    """torchvision's MobileNetV2 (same module names: features.*, classifier.1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Sequential(*_cbr(3, 32, 3, 2, act=nn.ReLU6))]
+        cin = 32
+        for t, c, n, s in ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+                           (6, 160, 3, 2), (6, 320, 1, 1)):  # fmt: skip
+            for i in range(n):
+                layers.append(InvertedResidual(cin, c, s if i == 0 else 1, t))
+                cin = c
+        layers.append(nn.Sequential(*_cbr(cin, 1280, act=nn.ReLU6)))
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, 1000))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1))
+
+
+class DenseNet(nn.Module):
+    """torchvision's DenseNet-201 layout (growth 32, blocks 6-12-48-32, bottleneck 4)."""
+
+    def __init__(self, blocks: tuple[int, ...] = (6, 12, 48, 32), growth: int = 32) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(*_cbr(3, 64, 7, 2), nn.MaxPool2d(3, 2, 1))
+        self.blocks, self.transitions, c = nn.ModuleList(), nn.ModuleList(), 64
+        for i, n in enumerate(blocks):
+            layers = nn.ModuleList()
+            for j in range(n):
+                w = c + j * growth
+                bottleneck = [nn.BatchNorm2d(w), nn.ReLU(), nn.Conv2d(w, 4 * growth, 1, bias=False)]
+                conv = [
+                    nn.BatchNorm2d(4 * growth),
+                    nn.ReLU(),
+                    nn.Conv2d(4 * growth, growth, 3, 1, 1, bias=False),
+                ]
+                layers.append(nn.Sequential(*bottleneck, *conv))
+            self.blocks.append(layers)
+            c += n * growth
+            if i < len(blocks) - 1:
+                self.transitions.append(
+                    nn.Sequential(
+                        nn.BatchNorm2d(c), nn.ReLU(), nn.Conv2d(c, c // 2, 1, bias=False), nn.AvgPool2d(2)
+                    )
+                )
+                c //= 2
+        self.norm5, self.classifier = nn.BatchNorm2d(c), nn.Linear(c, 1000)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for i, layers in enumerate(self.blocks):
+            features = [x]
+            for layer in layers:
+                features.append(layer(torch.cat(features, 1)))
+            x = torch.cat(features, 1)
+            if i < len(self.transitions):
+                x = self.transitions[i](x)
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(F.relu(self.norm5(x)), 1), 1))
+
+
+def vit_b_16() -> nn.Module:
+    import transformers
+
+    config = transformers.ViTConfig(image_size=224, patch_size=16, num_labels=1000)
+    return transformers.ViTForImageClassification(config)
+
+
+def tiny_llama() -> nn.Module:
+    import transformers
+
+    config = transformers.LlamaConfig(
+        vocab_size=1000,
+        hidden_size=256,
+        intermediate_size=688,
+        num_hidden_layers=4,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+    )
+    return transformers.LlamaForCausalLM(config)
+
+
+MODELS: dict[str, tuple[Callable[[], nn.Module], str, str]] = {  # factory, input kind, classifier
+    "resnet18": (lambda: ResNet(Basic, (2, 2, 2, 2)), "image", "fc"),
+    "resnet50": (lambda: ResNet(Bottleneck, (3, 4, 6, 3)), "image", "fc"),
+    "mobilenet_v2": (MobileNetV2, "image", "classifier"),
+    "vit_b_16": (vit_b_16, "image", "classifier"),
+    "densenet201": (DenseNet, "image", "classifier"),
+    "tiny_llama": (tiny_llama, "tokens", "lm_head"),
+}
+QUICK = ("resnet18", "mobilenet_v2", "tiny_llama")
+
+
+def _input(kind: str, batch: int) -> torch.Tensor:
+    if kind == "image":
+        return torch.randn(batch, 3, 224, 224)
+    return torch.randint(0, 1000, (batch, 64), generator=torch.Generator().manual_seed(0))
+
+
+class _Logits(nn.Module):
+    """HF models return ModelOutput; both libraries and the latency loop see plain logits."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        return out if isinstance(out, torch.Tensor) else out.logits
+
+
+def _build(name: str) -> tuple[nn.Module, str, str]:
+    torch.manual_seed(0)
+    factory, kind, head = MODELS[name]
+    model = factory().eval()
+    if hasattr(model, "config"):
+        model.config.use_cache = False
+        return _Logits(model).eval(), kind, f"model.{head}"
+    return model, kind, head
+
+
+def _count(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
+    from prunekit.metrics import layer_macs
+
+    return sum(p.numel() for p in model.parameters()), sum(layer_macs(model, x).values())
+
+
+def _ours(model: nn.Module, x: torch.Tensor, head: str) -> nn.Module:
+    from prunekit.graph import DependencyGraph
+    from prunekit.plan import apply_plan, build_plan
+
+    graph = DependencyGraph.build(model, x, ignore=[head])
+    return apply_plan(model, build_plan(model, graph, 0.5, "l1", ignore=[head]), inplace=True)
+
+
+def _torch_pruning(model: nn.Module, x: torch.Tensor, head: str) -> nn.Module:
+    import torch_pruning as tp
+
+    pruner = tp.pruner.MetaPruner(
+        model, x, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=0.5,
+        ignored_layers=[model.get_submodule(head)],
+    )  # fmt: skip
+    pruner.step()
+    return model
+
+
+def _latency(dense: nn.Module, pruned: nn.Module, x: torch.Tensor, reps: int) -> tuple[float, float]:
+    """Median seconds of ``dense(x)`` and ``pruned(x)``, runs alternating (after one warm-up each)."""
+    times: dict[int, list[float]] = {0: [], 1: []}
+    with torch.inference_mode():
+        for rep in range(reps + 1):
+            for k, model in enumerate((dense, pruned)):
+                start = time.perf_counter()
+                model(x)
+                if rep:
+                    times[k].append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
+def worker(name: str, library: str, reps: int) -> dict:
+    """One library on one model, in this process: prune time, params, MACs (and latency for ours)."""
+    import copy
+
+    torch.set_num_threads(2)
+    model, kind, head = _build(name)
+    x = _input(kind, 1)
+    params, macs = _count(model, x)
+    dense = copy.deepcopy(model) if library == "prunekit" else None
+    start = time.perf_counter()
+    pruned = (_ours if library == "prunekit" else _torch_pruning)(model, x, head)
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        pruned(x)  # the pruned model runs
+    result = {"seconds": seconds, "params": params, "macs": macs}
+    result["params_after"], result["macs_after"] = _count(pruned, x)
+    if dense is not None and reps:
+        for batch in (1, 32):
+            t_dense, t_pruned = _latency(dense, pruned, _input(kind, batch), reps)
+            result[f"latency_b{batch}"] = {"dense_ms": 1e3 * t_dense, "pruned_ms": 1e3 * t_pruned}
+    return result
+
+
+def _run(name: str, library: str, reps: int, timeout: float) -> dict:
+    cmd = [sys.executable, __file__, "--worker", name, library, "--reps", str(reps)]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return {"status": f"timeout after {timeout:.0f} s"}
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["?"])[-1]
+        return {"status": f"crash: {tail[:160]}"}
+    return {"status": "ok", **json.loads(done.stdout.strip().splitlines()[-1])}
+
+
+def _table(results: dict[str, dict]) -> str:
+    lines = [
+        "| model | params | ours: time s | ours: params | ours: MACs | TP: time s | TP: params | TP: MACs "
+        "| time ours/TP | b1 speed-up | b32 speed-up | MAC reduction |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        ours, tp = r["prunekit"], r["torch_pruning"]
+        if ours["status"] != "ok":
+            lines.append(f"| {name} | | {ours['status']} |||||||||")
+            continue
+        cells = [f"{ours['params'] / 1e6:.2f} M", f"{ours['seconds']:.2f}"]
+        cells += [f"{ours['params_after'] / 1e6:.2f} M", f"{ours['macs_after'] / 1e9:.3f} G"]
+        if tp["status"] == "ok":
+            cells += [f"{tp['seconds']:.2f}", f"{tp['params_after'] / 1e6:.2f} M"]
+            cells += [f"{tp['macs_after'] / 1e9:.3f} G", f"{ours['seconds'] / tp['seconds']:.2f}"]
+        else:
+            cells += [tp["status"], "", "", ""]
+        for batch in (1, 32):
+            lat = ours.get(f"latency_b{batch}")
+            cells.append(f"{lat['dense_ms'] / lat['pruned_ms']:.2f}×" if lat else "")
+        cells.append(f"{ours['macs'] / ours['macs_after']:.2f}×")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="three models, 2 latency runs (≤ 60 s)")
+    parser.add_argument("--json", action="store_true", help="print one JSON summary as the last line")
+    parser.add_argument("--worker", nargs=2, metavar=("MODEL", "LIBRARY"), help=argparse.SUPPRESS)
+    parser.add_argument("--reps", type=int, default=5, help="latency runs per model and batch")
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(*args.worker, args.reps)))
+        return
+    names, reps = (QUICK, 2) if args.quick else (tuple(MODELS), args.reps)
+    results = {}
+    for name in names:
+        results[name] = {
+            "prunekit": _run(name, "prunekit", reps, 120 if args.quick else 600),
+            "torch_pruning": _run(name, "torch_pruning", 0, 60 if args.quick else 300),
+        }
+        print(f"{name}: done", file=sys.stderr)
+    print(_table(results))
+    if args.json:
+        print(json.dumps({"bench": "structured_vs_torch_pruning", "quick": args.quick, "results": results}))
+
+
+if __name__ == "__main__":
+    main()
