@@ -1,4 +1,4 @@
-"""The ``prunekit`` command: ``demo``, ``prune``, ``methods``."""
+"""The ``prunekit`` command: ``demo``, ``prune``, ``methods``, and the pruning-at-init commands."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import torch
 from . import zoo
 from .api import prune
 from .checkpoints import load_weights, save_weights
+from .cli_at_init import add_commands as add_at_init_commands
 from .data import dataset_names, load_dataset, make_loader
 from .demo import DemoConfig, run_demo
 from .scoring import SCORERS
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(commands)
     _add_prune(commands)
     _add_methods(commands)
+    add_at_init_commands(commands)
     return parser
 
 

@@ -1,6 +1,6 @@
 """Registered criteria. Importing this package registers every built-in scorer."""
 
-from . import hessian, lamp, magnitude, random, taylor  # noqa: F401  (registration side effects)
+from . import grasp, hessian, lamp, magnitude, random, snip, synflow, taylor  # noqa: F401  (registers them)
 from ._base import SCORERS, LazyScores, Scorer, ScoringInput, get_scorer, register_scorer
 
 __all__ = ["SCORERS", "LazyScores", "Scorer", "ScoringInput", "get_scorer", "register_scorer"]
