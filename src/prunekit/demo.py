@@ -47,7 +47,7 @@ def run_demo(
     train_loader = make_loader(load_mnist("train"), config.batch_size, shuffle=True, seed=config.seed)
     test_loader = make_loader(load_mnist("test"), 1000, shuffle=False)
 
-    model, cached = _dense_model(config, train_loader, progress)
+    model, cached = trained_dense_model(config, train_loader, progress)
     dense_accuracy = evaluate(model, test_loader)
 
     result = prune(model, "magnitude", config.sparsity, scope="global")
@@ -91,8 +91,8 @@ def run_demo(
     return {**summary, "report_text": report.to_text()}
 
 
-def _dense_model(config: DemoConfig, loader: Any, progress: bool) -> tuple[torch.nn.Module, bool]:
-    """The trained dense LeNet-300-100, from the cache when an identical run was cached before."""
+def trained_dense_model(config: DemoConfig, loader: Any, progress: bool) -> tuple[torch.nn.Module, bool]:
+    """The demo's trained dense LeNet-300-100 and whether it came from the cache (else trained, cached)."""
     torch.manual_seed(config.seed)
     model = lenet_300_100()
     key = f"lenet_300_100-mnist-e{config.epochs}-lr{config.lr:g}-b{config.batch_size}-s{config.seed}"
