@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 import torch
@@ -175,3 +176,24 @@ def test_shared_weights_give_one_row() -> None:
 def test_bad_arguments_name_the_parameter(kwargs: dict, error: type, match: str) -> None:
     with pytest.raises(error, match=match):
         build_report(Tiny(), **kwargs)
+
+
+def test_report_counts_input_output_paths_and_flags_a_disconnected_network() -> None:
+    from torch import nn
+
+    from prunekit import Masks
+
+    model = nn.Sequential(nn.Linear(2, 2, bias=False), nn.Linear(2, 1, bias=False))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 0.0]]))  # only x0 → h0 kept
+        model[1].weight.copy_(torch.tensor([[0.0, 1.0]]))  # only h1 → y kept: no path
+    disconnected = Masks({n: p != 0 for n, p in model.named_parameters()})
+    report = build_report(model, masks=disconnected, example_inputs=torch.zeros(1, 2))
+    assert report.empty_layers == () and report.has_path is False and report.log10_paths is None
+    assert "no input→output path of kept weights remains" in report.to_text()
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([[1.0, 1.0]]))
+    connected = Masks({n: p != 0 for n, p in model.named_parameters()})
+    report = build_report(model, masks=connected, example_inputs=torch.zeros(1, 2))
+    assert report.has_path is True and report.log10_paths == pytest.approx(0.0)  # exactly one path
+    assert json.loads(report.to_json())["log10_max_compression"] == pytest.approx(math.log10(6 / 2))

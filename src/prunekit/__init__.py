@@ -2,7 +2,10 @@
 
 from ._kselect import prune_lowest
 from .api import PruneResult, compute_masks, prune
+from .at_init import compression_to_sparsity, iterative_masks
 from .checkpoints import load_weights, read_weights, save_weights
+from .collapse import CollapseCurve, CollapseReport, analyse_collapse, collapse_curve
+from .lottery import LotteryConfig, LotteryResult, RunResult, find_ticket
 from .masks import MaskedTraining, Masks
 from .metrics import (
     count_nonzeros,
@@ -27,6 +30,8 @@ __all__ = [
     "PRUNABLE_TYPES",
     "SCORERS",
     "Block",
+    "CollapseCurve",
+    "CollapseReport",
     "Element",
     "GradualPruning",
     "IterativeResult",
@@ -34,18 +39,26 @@ __all__ = [
     "LayerCollapseWarning",
     "LayerRow",
     "LazyScores",
+    "LotteryConfig",
+    "LotteryResult",
     "MaskedTraining",
     "Masks",
     "PruneResult",
     "PruningReport",
+    "RunResult",
     "Scorer",
     "ScoringInput",
+    "analyse_collapse",
     "build_report",
+    "collapse_curve",
+    "compression_to_sparsity",
     "compute_masks",
     "count_nonzeros",
     "count_parameters",
     "dense_bytes",
+    "find_ticket",
     "get_scorer",
+    "iterative_masks",
     "iterative_prune",
     "layer_macs",
     "load_weights",

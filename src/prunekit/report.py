@@ -79,6 +79,10 @@ class PruningReport:
     scope: str | None
     pattern: str | None
     empty_layers: tuple[str, ...]
+    log10_paths: float | None = None
+    has_path: bool | None = None
+    log10_max_compression: float | None = None
+    paths_note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (ints, floats, strings, None, lists) for ``json``."""
@@ -128,6 +132,15 @@ class PruningReport:
         )
         if self.empty_layers:
             lines.append(f"empty (collapsed) layers: {', '.join(self.empty_layers)}")
+        if self.has_path is not None:
+            lines.append(
+                f"input→output paths of kept weights: 10^{self.log10_paths:.2f}; maximal compression "
+                f"without collapse 10^{self.log10_max_compression:.2f}"
+                if self.has_path
+                else "no input→output path of kept weights remains: the network is disconnected (collapsed)"
+            )
+        elif self.paths_note:
+            lines.append(f"path count unavailable: {self.paths_note}")
         return lines
 
 
@@ -188,7 +201,25 @@ def build_report(
         scope=scope,
         pattern=pattern,
         empty_layers=tuple(r.name for r in rows if r.params > 0 and r.nonzeros == 0),
+        **_paths(model, masks, example_inputs),
     )
+
+
+def _paths(model: nn.Module, masks: Masks | None, example_inputs: ExampleInputs | None) -> dict[str, Any]:
+    """Path count of the kept weights (layer-collapse analysis) when masks and a tensor input are given."""
+    if masks is None or not isinstance(example_inputs, torch.Tensor):
+        return {}
+    from .collapse import analyse_collapse  # collapse → at_init → api → report: import when used
+
+    try:
+        analysis = analyse_collapse(model, masks, example_inputs)
+    except (RuntimeError, TypeError, ValueError) as err:  # e.g. an architecture the path count cannot run
+        return {"paths_note": str(err).splitlines()[0]}
+    return {
+        "log10_paths": analysis.log10_paths if analysis.has_path else None,
+        "has_path": analysis.has_path,
+        "log10_max_compression": analysis.log10_max_compression,
+    }
 
 
 def _row_parameters(model: nn.Module, masks: Masks | None) -> dict[str, torch.Tensor]:
