@@ -51,7 +51,7 @@ def compute_masks(
     """
     scorer = get_scorer(method)
     pattern = parse_pattern(pattern)
-    names = _target_names(model, targets, ignore)
+    names = target_names(model, targets, ignore)
     if prior is not None:
         prior.validate(model)
     request = ScoringInput(
@@ -109,7 +109,8 @@ def prune(
     return PruneResult(model=pruned, masks=masks, report=report)
 
 
-def _target_names(model: nn.Module, targets: Sequence[str] | None, ignore: Iterable[IgnoreSpec]) -> list[str]:
+def target_names(model: nn.Module, targets: Sequence[str] | None, ignore: Iterable[IgnoreSpec]) -> list[str]:
+    """The parameters to prune: ``targets`` checked against the model, else the prunable defaults."""
     if targets is None:
         return prunable_parameters(model, ignore=ignore)
     params = dict(model.named_parameters())

@@ -12,7 +12,6 @@ ranking the survivors is what makes 100 rounds on an 11M-parameter model afforda
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -20,12 +19,13 @@ import torch
 from torch import nn
 
 from ._checks import check_positive_int, check_sparsity
+from .api import target_names
 from .masks import Masks
 from .schedules import sparsity_steps
 from .scoring import ScoringInput, get_scorer
 from .scoring._base import LossFn, _cross_entropy
-from .selection import LayerCollapseError, LayerCollapseWarning, check_selection, resolve_overrides, select
-from .targets import IgnoreSpec, prunable_parameters
+from .selection import check_selection, guard_collapse, resolve_overrides, select
+from .targets import IgnoreSpec
 
 
 def iterative_masks(
@@ -57,14 +57,8 @@ def iterative_masks(
     check_sparsity(sparsity)
     check_positive_int(rounds, "rounds")
     scorer = get_scorer(method)
-    names = list(targets) if targets is not None else prunable_parameters(model, ignore=ignore)
+    names = target_names(model, targets, ignore)
     params = dict(model.named_parameters())
-    unknown = [n for n in names if n not in params]
-    if unknown or not names:
-        raise ValueError(
-            f"targets must name parameters of the model; unknown: {unknown or 'empty list'}; "
-            f"parameters are: {list(params)[:10]}"
-        )
     check_selection({n: params[n].shape for n in names}, sparsity, scope, "element", overrides, on_collapse)
     masks = prior if prior is not None else Masks.ones(model, names)
     masks.validate(model)
@@ -79,7 +73,7 @@ def iterative_masks(
             masks=masks,
         )
         masks = select_survivors(scorer(request), step, masks, scope=scope, overrides=overrides)
-    _guard_collapse(masks, on_collapse)
+    guard_collapse(masks, on_collapse, advice="use more rounds or scope='layer', or iterative synflow")
     return masks
 
 
@@ -141,16 +135,3 @@ def compression_to_sparsity(compression: float) -> float:
             f"got {compression!r}"
         )
     return 1.0 - 1.0 / compression
-
-
-def _guard_collapse(masks: Masks, on_collapse: str) -> None:
-    empty = masks.empty_layers()
-    if not empty or on_collapse == "ignore":
-        return
-    message = (
-        f"layer collapse: every weight of {empty} is pruned, which disconnects the network; lower the "
-        "sparsity, use more rounds or scope='layer', or a collapse-avoiding method (iterative synflow)"
-    )
-    if on_collapse == "raise":
-        raise LayerCollapseError(message)
-    warnings.warn(message, LayerCollapseWarning, stacklevel=3)

@@ -69,7 +69,7 @@ def select(
     if prior is not None:
         masks = {n: m & prior[n].to(m.device) if n in prior else m for n, m in masks.items()}
     result = Masks(masks)
-    _guard_collapse(result, on_collapse)
+    guard_collapse(result, on_collapse)
     return result
 
 
@@ -174,13 +174,18 @@ def resolve_overrides(names: list[str], overrides: Mapping[str, float]) -> dict[
     return resolved
 
 
-def _guard_collapse(masks: Masks, on_collapse: str) -> None:
+def guard_collapse(
+    masks: Masks,
+    on_collapse: str,
+    advice: str = "use scope='layer' or per-layer overrides, or a collapse-avoiding method",
+) -> None:
+    """Warn or raise (``on_collapse``) when a layer of ``masks`` is empty; ``advice`` ends the message."""
     empty = masks.empty_layers()
     if not empty or on_collapse == "ignore":
         return
     message = (
         f"layer collapse: every weight of {empty} would be pruned, which disconnects the network; lower "
-        "the sparsity, use scope='layer' or per-layer overrides, or a collapse-avoiding method"
+        f"the sparsity, {advice}"
     )
     if on_collapse == "raise":
         raise LayerCollapseError(message)
