@@ -2,14 +2,19 @@ import pytest
 import torch
 from torch import nn
 
-# `make test` runs two pytest workers on two cores: one intra-op thread each avoids oversubscription,
-# which made OpenMP spin-waiting slow training steps down by an order of magnitude.
-torch.set_num_threads(1)
-
 
 @pytest.fixture(autouse=True)
-def _seed() -> None:
+def _seed_and_one_thread():
+    """Seed every test; run it on one intra-op thread (restored afterwards).
+
+    `make test` runs two pytest workers on two cores: two OpenMP threads each oversubscribed them and
+    slowed training steps down by an order of magnitude.
+    """
     torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def bits(t: torch.Tensor) -> torch.Tensor:

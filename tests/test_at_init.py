@@ -12,14 +12,6 @@ from prunekit.scoring import ScoringInput, get_scorer
 from prunekit.scoring.grasp import TEMPERATURE
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _two_layer() -> nn.Module:
     return nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3))
 

@@ -10,14 +10,6 @@ from prunekit import Masks
 from prunekit.lottery import LotteryConfig, find_ticket
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _data() -> tuple[TensorDataset, TensorDataset, TensorDataset]:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(260, 12, generator=g)

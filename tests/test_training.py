@@ -13,15 +13,6 @@ from prunekit.masks import Masks
 from prunekit.zoo import get_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models train faster on one thread, and far faster when pytest-xdist workers share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def digits_model() -> nn.Module:
     return get_model("lenet_300_100", in_features=64)
 
