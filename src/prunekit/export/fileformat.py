@@ -4,14 +4,16 @@ Layout: every tensor ``name`` is stored as its encoded parts ``"name::part"`` (s
 :mod:`prunekit.export.encodings`); the safetensors metadata holds ``format``, ``version``, the
 ``manifest`` (JSON: per tensor its encoding, shape, dtype, integer params, part dtypes and sizes, and
 the CRC-32 of its encoded bytes and of the decoded bytes) and ``manifest_sha256``. Every shape is in
-the manifest, so a file can be checked against (or, later, rebuild) a structurally pruned architecture.
+the manifest, so :func:`load_compressed` checks a file against the model and loads one saved from a
+structurally pruned model into its original architecture (resized to the manifest's shapes).
 
 Writes go to a temporary file in the same directory, then ``os.replace``: an interrupted save leaves
 the previous file intact. Reading never unpickles and raises, naming the problem:
 
 - :class:`CorruptFileError` — truncated, a flipped byte, a checksum mismatch (naming the tensor);
 - :class:`FormatVersionError` — not a prunekit compressed file, or a version this code cannot read;
-- :class:`ArchitectureMismatchError` — the file's tensor names or shapes differ from the model's.
+- :class:`ArchitectureMismatchError` — the file's tensor names differ from the model's, or its shapes
+  are not ones structured pruning of the model gives.
 
 All three subclass :class:`CompressedFileError`, itself a ``ValueError``.
 """
@@ -23,7 +25,7 @@ import json
 import os
 import tempfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -109,24 +111,32 @@ def read_compressed(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     return {name: _decode_entry(path, name, entry, stored) for name, entry in manifest["tensors"].items()}
 
 
-def load_compressed(model: nn.Module, path: str | os.PathLike[str]) -> nn.Module:
-    """Load a compressed file into ``model`` in place (and return it); names and shapes must match."""
+def load_compressed(model: nn.Module | Callable[[], nn.Module], path: str | os.PathLike[str]) -> nn.Module:
+    """Load a compressed file into ``model`` in place and return it.
+
+    ``model`` is a module or a class / factory called without arguments. Tensor names must match; a
+    file saved from a structurally pruned model loads into the original architecture: its layers are
+    first resized to the manifest's shapes (as :func:`prunekit.graph.load_pruned` does). Shapes that no
+    resize can give (another dim, a layer whose handler cannot resize that dim) raise
+    :class:`ArchitectureMismatchError` naming the tensor and both shapes, before ``model`` changes.
+    """
+    from ..graph.io import resize_problems, resize_to_shapes
+
+    if not isinstance(model, nn.Module):
+        model = model()
     manifest = read_manifest(path)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     stored = {k: tuple(v["shape"]) for k, v in manifest["tensors"].items()}
     missing = sorted(expected.keys() - stored.keys())
     unexpected = sorted(stored.keys() - expected.keys())
-    wrong = [
-        f"{k}: file {stored[k]} vs model {expected[k]}"
-        for k in expected
-        if stored.get(k, expected[k]) != expected[k]
-    ]
+    wrong = resize_problems(model, stored) if not (missing or unexpected) else []
     if missing or unexpected or wrong:
         raise ArchitectureMismatchError(
             f"{str(path)!r} does not fit {type(model).__name__}: missing {missing[:5]}, unexpected "
-            f"{unexpected[:5]}, wrong shapes {wrong[:5]}; build the architecture the file was saved from "
-            f"(read_manifest(path) lists every tensor's shape)"
+            f"{unexpected[:5]}, shapes no resize can give {wrong[:5]}; build the architecture the file "
+            f"was saved from (read_manifest(path) lists every tensor's shape)"
         )
+    resize_to_shapes(model, stored)
     model.load_state_dict(read_compressed(path))
     return model
 

@@ -99,6 +99,11 @@ def update_attention(model: nn.Module, heads: str) -> list[tuple[int, int, int]]
     return found
 
 
+def attention_modules(model: nn.Module) -> list[str]:
+    """Names of the attention modules whose head counts and sizes :func:`update_attention` maintains."""
+    return [n for n, m in model.named_modules() if _projections(m) is not None and _first(m, _HEAD_DIM)]
+
+
 def update_model(model: nn.Module, heads: str) -> None:
     """Update attention attributes and, for a transformers model, its config fields."""
     attention = update_attention(model, heads)
@@ -144,7 +149,7 @@ def load_pretrained(model_class: type, directory: str | os.PathLike[str]) -> nn.
     ``model_class`` is e.g. ``transformers.BertModel``. Needed where the config cannot describe the
     pruned model (see the module docstring); plain ``from_pretrained`` works where it can.
     """
-    from .io import _resize
+    from .io import resize_to_shapes
 
     directory = Path(directory)
     files = sorted(directory.glob("*.safetensors"))
@@ -157,8 +162,8 @@ def load_pretrained(model_class: type, directory: str | os.PathLike[str]) -> nn.
         with safe_open(file, "pt") as f:
             shapes.update({k: tuple(f.get_slice(k).get_shape()) for k in f.keys()})  # noqa: SIM118
         state.update(load_file(file))
-    _resize(model, shapes)
-    attention = [m for m in model.modules() if _projections(m) is not None and _first(m, _HEAD_DIM)]
+    resize_to_shapes(model, shapes)
+    attention = [model.get_submodule(name) for name in attention_modules(model)]
     for module, (h, kv, d) in zip(attention, getattr(config, "prunekit_attention", []), strict=False):
         if isinstance(getattr(module, "scaling", None), float):  # built for another head size
             module.scaling *= (getattr(module, _first(module, _HEAD_DIM)) / d) ** 0.5

@@ -3,20 +3,22 @@
 ``save_pruned`` writes ``weights.safetensors`` and ``manifest.json`` (the shape of every parameter and
 buffer). ``load_pruned`` builds the original model (a module instance, or a class / factory called
 without arguments), gives every tensor the manifest's shape, updates module attributes through the
-module handlers, then loads the weights.
+module handlers, then loads the weights. :func:`resize_to_shapes` and :func:`resize_problems` are
+shared with :func:`prunekit.export.load_compressed` and :func:`prunekit.graph.hf.load_pretrained`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..checkpoints import load_weights, save_weights
+from .hf import attention_modules
 from .modules import handler_for
 
 FORMAT = "prunekit-structured/1"
@@ -46,28 +48,68 @@ def load_pruned(model: nn.Module | Callable[[], nn.Module], directory: str | os.
         raise ValueError(f"{str(manifest_path)!r} has format {manifest.get('format')!r}; expected {FORMAT!r}")
     if not isinstance(model, nn.Module):
         model = model()
-    _resize(model, {k: tuple(v) for k, v in manifest["shapes"].items()})
+    resize_to_shapes(model, {k: tuple(v) for k, v in manifest["shapes"].items()})
     return load_weights(model, directory / "weights.safetensors")
 
 
-def _resize(model: nn.Module, shapes: dict[str, tuple[int, ...]]) -> None:
-    """Give each parameter / buffer its shape from ``shapes`` (zeros) and update the resized modules."""
+def resize_problems(model: nn.Module, shapes: Mapping[str, tuple[int, ...]]) -> list[str]:
+    """Why ``model`` cannot be resized to ``shapes`` (empty when it can), one line per tensor.
+
+    A tensor keeps its number of dims and can only shrink, along the channel dims its module handler
+    names (any dim longer than one for a module without a handler, as structured pruning slices it);
+    an attention module's projections cannot change here (their head bookkeeping is not in ``shapes``).
+    """
+    attention = [f"{name}." for name in attention_modules(model)]
+    problems = []
+    for module_name, module in model.named_modules():
+        prefix = f"{module_name}." if module_name else ""
+        handler = handler_for(module)
+        dims = handler.dims(module) if handler is not None else None
+        for local, tensor in _tensors(module):
+            name, shape = prefix + local, shapes.get(prefix + local)
+            if shape is None or tuple(tensor.shape) == tuple(shape):
+                continue
+            changed = [d for d, (a, b) in enumerate(zip(tensor.shape, shape, strict=False)) if a != b]
+            plain = {d for d, n in enumerate(tensor.shape) if n > 1}  # sliced as a plain tensor
+            allowed = dims.get(local, {}) if dims is not None else plain
+            shrinks = all(d in allowed and shape[d] < tensor.shape[d] for d in changed)
+            fits = len(shape) == tensor.dim() and shrinks
+            if not fits or any(name.startswith(a) for a in attention):
+                kind = type(module).__name__
+                problems.append(f"{name}: file {tuple(shape)} vs model {tuple(tensor.shape)} ({kind})")
+    return problems
+
+
+def resize_to_shapes(model: nn.Module, shapes: Mapping[str, tuple[int, ...]]) -> nn.Module:
+    """Give each parameter / buffer its shape from ``shapes`` (zeros, tied tensors stay tied) and update
+    the resized modules' attributes through their handlers; returns ``model``."""
+    new: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id(old) -> (old kept alive, replacement)
     touched = []
     for module_name, module in model.named_modules():
         prefix = f"{module_name}." if module_name else ""
         resized = False
-        for store in (module._parameters, module._buffers):
-            for local, tensor in store.items():
-                shape = shapes.get(prefix + local)
-                if tensor is None or shape is None or tuple(tensor.shape) == shape:
-                    continue
-                new = torch.zeros(shape, dtype=tensor.dtype, device=tensor.device)
+        for local, tensor in _tensors(module):
+            shape = shapes.get(prefix + local)
+            if id(tensor) not in new and (shape is None or tuple(tensor.shape) == tuple(shape)):
+                continue
+            if id(tensor) not in new:
+                zeros = torch.zeros(shape, dtype=tensor.dtype, device=tensor.device)
                 is_param = isinstance(tensor, nn.Parameter)
-                store[local] = nn.Parameter(new, requires_grad=tensor.requires_grad) if is_param else new
-                resized = True
+                replacement = nn.Parameter(zeros, requires_grad=tensor.requires_grad) if is_param else zeros
+                new[id(tensor)] = (tensor, replacement)
+            store = module._parameters if local in module._parameters else module._buffers
+            store[local] = new[id(tensor)][1]
+            resized = True
         if resized:
             touched.append(module)
     for module in touched:
         handler = handler_for(module)
         if handler is not None:
             handler.update(module)
+    return model
+
+
+def _tensors(module: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """The module's own (not its children's) parameters and buffers that are set."""
+    own = [*module._parameters.items(), *module._buffers.items()]
+    return [(local, t) for local, t in own if t is not None]
