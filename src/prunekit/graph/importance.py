@@ -22,15 +22,17 @@ REDUCTIONS = ("mean", "sum", "max")
 NORMALIZATIONS = ("none", "mean", "max", "sum")
 
 
-def _rows(model: nn.Module, group: Group, member: int, grad: bool = False) -> torch.Tensor:
+def _rows(
+    model: nn.Module, group: Group, member: int, grad: bool = False, importance: str = "taylor"
+) -> torch.Tensor:
     """The member tensor (or its ``.grad``) with the member dim first, flattened: ``(dim size, rest)``."""
     m = group.members[member]
     tensor = model.get_parameter(m.tensor) if grad else _tensor(model, m.tensor)
     if grad:
         if tensor.grad is None:
             raise ValueError(
-                f"importance 'taylor' reads gradients but {m.tensor}.grad is None; run loss.backward() on "
-                "a batch before building the plan"
+                f"importance {importance!r} reads gradients but {m.tensor}.grad is None; run "
+                "loss.backward() on a batch before building the plan"
             )
         tensor = tensor.grad
     return tensor.detach().movedim(m.dim, 0).reshape(tensor.shape[m.dim], -1).float()
@@ -82,6 +84,68 @@ def taylor(model: nn.Module, group: Group, generator: torch.Generator) -> torch.
     return torch.stack(rows)
 
 
+def obd(model: nn.Module, group: Group, generator: torch.Generator) -> torch.Tensor:
+    """½·Σ w²·F over each channel's weights, F = g² (Optimal Brain Damage, LeCun et al., 1990).
+
+    Removing weights w changes the loss by ≈ ½·Σ H_ii·w_i² at a minimum; the Hessian diagonal H_ii is
+    approximated by the empirical-Fisher diagonal F_ii = g_i², with g = ∂L/∂w the *per-batch*
+    gradient read from ``.grad`` (as ``taylor`` does: run ``loss.backward()`` on one batch first; a
+    batch of one sample gives the per-sample estimate, a larger batch a lower bound of its mean).
+    Parameters only; NaN for buffers.
+    """
+    params = dict(model.named_parameters())
+    rows = []
+    for i, m in enumerate(group.members):
+        if m.tensor not in params:
+            rows.append(torch.full((group.size,), float("nan")))
+            continue
+        w, g = _rows(model, group, i), _rows(model, group, i, grad=True, importance="obd")  # (n, rest)
+        rows.append(_per_channel(group, i, 0.5 * (w.square() * g.square()).sum(1)))
+    return torch.stack(rows)
+
+
+def fpgm(model: nn.Module, group: Group, generator: torch.Generator) -> torch.Tensor:
+    """Σ_j ‖F_i − F_j‖₂ over the filters j of the same layer (FPGM, He et al., CVPR 2019).
+
+    "Filter pruning via geometric median": filters close to the geometric median of their layer are
+    replaceable by the others, so the smallest sum of distances goes first. ``F_i`` is row ``i`` of a
+    producing weight (role ``"out"``, at least 2-D), flattened; the distances run over all rows of
+    that tensor. A channel spanning several rows (an attention head) sums their scores. NaN for
+    consumers, biases and norm scales.
+    """
+    params = dict(model.named_parameters())
+    rows = []
+    for i, m in enumerate(group.members):
+        if m.role != "out" or m.tensor not in params or params[m.tensor].dim() < 2:
+            rows.append(torch.full((group.size,), float("nan")))
+            continue
+        filters = _rows(model, group, i).double()  # (n, rest)
+        distances = torch.cdist(filters[None], filters[None])[0].sum(1)  # (n,)
+        rows.append(_per_channel(group, i, distances.float()))
+    return torch.stack(rows)
+
+
+def lamp(model: nn.Module, group: Group, generator: torch.Generator) -> torch.Tensor:
+    """LAMP on channel norms (Lee et al., ICLR 2021): s_c = n_c / Σ_{c′: n_c′ ≥ n_c} n_c′.
+
+    ``n_c = Σ w²`` over channel ``c``'s weights in one parameter (a "layer"); the denominator sums the
+    squared norms of every channel of that parameter with a larger *or equal* norm (tied channels get
+    equal scores). The largest channel scores 1; a channel of zero norm scores 0. Parameters only.
+    """
+    params = dict(model.named_parameters())
+    rows = []
+    for i, m in enumerate(group.members):
+        if m.tensor not in params:
+            rows.append(torch.full((group.size,), float("nan")))
+            continue
+        norms = _per_channel(group, i, _rows(model, group, i).square().sum(1)).double()  # (size,)
+        ascending = norms.sort().values
+        tail = ascending.flip(0).cumsum(0).flip(0)  # tail[k] = Σ_{j ≥ k} ascending[j]
+        denominator = tail[torch.searchsorted(ascending, norms)]  # first position with an equal norm
+        rows.append(torch.where(denominator > 0, norms / denominator.clamp_min(1e-300), 0.0).float())
+    return torch.stack(rows)
+
+
 def random(model: nn.Module, group: Group, generator: torch.Generator) -> torch.Tensor:
     """Uniform random scores from ``generator`` (a baseline)."""
     return torch.rand(1, group.size, generator=generator)
@@ -119,3 +183,6 @@ IMPORTANCES.register("l2", _magnitude(2))
 IMPORTANCES.register("bn_scale", bn_scale)
 IMPORTANCES.register("taylor", taylor)
 IMPORTANCES.register("random", random)
+IMPORTANCES.register("obd", obd)
+IMPORTANCES.register("fpgm", fpgm)
+IMPORTANCES.register("lamp", lamp)

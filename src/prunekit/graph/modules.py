@@ -135,7 +135,11 @@ def _register_defaults() -> None:
     register_handler(nn.GroupNorm, ModuleHandler(_norm_dims, _group_norm_update))
     register_handler(nn.PReLU, ModuleHandler(lambda m: {"weight": {0: "out"}}, _prelu_update))
     register_handler(nn.Embedding, ModuleHandler(lambda m: {"weight": {1: "out"}}, _embedding_update))
-    # not yet supported: its head bookkeeping (embed_dim, head_dim) is not updated, so its channels stay
+    # Pinned on purpose: nn.MultiheadAttention cannot represent a pruned model. Its q/k/v width is
+    # embed_dim = num_heads · head_dim (checked in F.multi_head_attention_forward), and embed_dim is also
+    # the width of its input and output (the residual stream), so neither whole heads nor head dims nor
+    # residual channels can go. Its neighbours (the MLP after it) still prune exactly; for prunable heads
+    # write attention as Linear projections + F.scaled_dot_product_attention (see tests/structured_zoo.py).
     register_handler(nn.MultiheadAttention, ModuleHandler(lambda m: {}, lambda m: None))
 
 

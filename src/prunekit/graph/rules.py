@@ -44,6 +44,7 @@ def _register() -> None:
     register_op_rule(("split", "split_with_sizes", "unsafe_split"), shape.split)
     register_op_rule("slice", shape.slice_)
     register_op_rule("select", shape.select)
+    register_op_rule("unbind", shape.unbind)
     register_op_rule(("permute", "transpose", "t"), shape.permute)
     register_op_rule("expand", shape.expand)
     register_op_rule("repeat", shape.repeat)

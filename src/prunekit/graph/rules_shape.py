@@ -114,6 +114,14 @@ def select(ctx: Context, op: Op) -> list[Labels]:
     return [labels]
 
 
+def unbind(ctx: Context, op: Op) -> list[Labels]:
+    """``x.unbind(dim)`` (``q, k, v = qkv.unbind(0)``): like one ``select`` per position of ``dim``."""
+    labels = list(ctx.of(tensor_args(op)[0]))
+    dim = int(arg(op, "dim", 0)) % len(labels)
+    ctx.uf.pin(labels.pop(dim))
+    return [list(labels) for _ in out_refs(op)]
+
+
 def permute(ctx: Context, op: Op) -> list[Labels]:
     labels = ctx.of(tensor_args(op)[0])
     if op.name == "permute":

@@ -1,0 +1,89 @@
+"""Attention in a small ViT: nn.MultiheadAttention stays whole (pinned), its MLP neighbours and the heads
+of a hand-written attention (Linear qkv + SDPA) are pruned exactly."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+
+from prunekit.graph import DependencyGraph
+from prunekit.plan import PruningPlan, apply_plan, build_plan
+from structured_zoo import SelfAttention, ViT, build
+from test_structured_exact import assert_exact, zero_producers
+
+
+def test_mha_is_traced_unfused_and_pinned() -> None:
+    model, x = build("vit")
+    graph = DependencyGraph.build(model, x)
+    names = {op.name for op in graph.trace.ops if op.module == "blocks.0.attn"}
+    # the fast path is off: in_proj (E → 3E) as mm, heads via view/transpose, SDPA, out_proj as addmm
+    assert "_native_multi_head_attention" not in names
+    assert {"mm", "_scaled_dot_product_flash_attention_for_cpu", "addmm"} <= names
+    assert [(g.size, g.modules()) for g in graph.groups] == [
+        (32, ["blocks.0.fc1", "blocks.0.fc2"]),
+        (4, ["blocks.1.attn.proj", "blocks.1.attn.qkv"]),
+        (32, ["blocks.1.fc1", "blocks.1.fc2"]),
+    ]  # the residual stream is pinned by the MHA's in_proj / out_proj
+
+
+def test_hand_written_attention_groups_whole_heads_across_q_k_v() -> None:
+    model, x = build("vit")
+    heads = DependencyGraph.build(model, x).groups[1]
+    qkv_rows = heads.channel_of[0]  # (48,) rows of qkv.weight: (q, k, v) × 4 heads × head_dim 4
+    assert qkv_rows.tolist() == [r // 4 % 4 for r in range(48)]
+    assert heads.channel_of[2].tolist() == [c // 4 for c in range(16)]  # proj.weight columns
+
+
+def test_pruning_the_vit_keeps_mha_and_shrinks_heads_and_mlps() -> None:
+    model, x = build("vit")
+    graph = DependencyGraph.build(model, x)
+    pruned = apply_plan(model, build_plan(model, graph, 0.5, "l2"))
+    mha = pruned.blocks[0].attn
+    assert (mha.embed_dim, mha.num_heads, mha.head_dim) == (16, 4, 4)
+    assert torch.equal(mha.in_proj_weight, model.blocks[0].attn.in_proj_weight)
+    assert torch.equal(mha.out_proj.weight, model.blocks[0].attn.out_proj.weight)
+    assert (pruned.blocks[0].fc1.out_features, pruned.blocks[1].fc2.in_features) == (16, 16)
+    assert pruned.blocks[1].attn.qkv.weight.shape == (24, 16)  # 2 of 4 heads left, head_dim 4
+    assert pruned.blocks[1].attn.proj.weight.shape == (16, 8)
+    pruned.train()
+    pruned(x).square().mean().backward()
+    assert all(p.grad is not None for p in pruned.parameters())
+    assert pruned.eval()(x).shape == (2, 5)
+
+
+def test_removing_two_heads_is_exact() -> None:
+    model, x = ViT().eval(), torch.randn(2, 3, 16, 16)
+    graph = DependencyGraph.build(model, x)
+    zeroed = copy.deepcopy(model)
+    zero_producers(zeroed, graph.groups[1], [0, 2])
+    pruned = apply_plan(zeroed, PruningPlan(graph, {1: [0, 2]}))
+    assert_exact(pruned, zeroed, x)
+    kept = torch.cat([torch.arange(4, 8), torch.arange(12, 16)])  # heads 1 and 3 of q
+    torch.testing.assert_close(pruned.blocks[1].attn.qkv.weight[:8], model.blocks[1].attn.qkv.weight[kept])
+    with torch.no_grad():
+        assert not torch.allclose(pruned(x), model(x))  # the removed heads mattered in the original
+
+
+class UnbindAttention(SelfAttention):
+    """The same attention with ``q, k, v = qkv.unbind(0)`` instead of ``qkv[0], qkv[1], qkv[2]``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        heads = self.qkv.out_features // (3 * self.head_dim)
+        q, k, v = self.qkv(x).view(b, n, 3, heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        out = F.scaled_dot_product_attention(q, k, v, scale=0.5)  # (B, H, N, D)
+        return self.proj(out.transpose(1, 2).reshape(b, n, heads * self.head_dim))
+
+
+def test_unbind_of_a_fused_qkv_keeps_whole_heads_and_is_exact() -> None:
+    model, x = UnbindAttention(16, 4).eval(), torch.randn(2, 5, 16)
+    graph = DependencyGraph.build(model, x)
+    (group,) = graph.groups
+    assert group.channel_of[0].tolist() == [r // 4 % 4 for r in range(48)]
+    zeroed = copy.deepcopy(model)
+    zero_producers(zeroed, group, [1, 2])
+    pruned = apply_plan(zeroed, PruningPlan(graph, {0: [1, 2]}))
+    assert_exact(pruned, zeroed, x)
+    assert pruned.qkv.weight.shape == (24, 16)
