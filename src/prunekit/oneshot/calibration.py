@@ -1,0 +1,198 @@
+"""Block-by-block calibration of a transformer stack (the sequential scheme of SparseGPT and Wanda).
+
+The inputs of the first block are captured once (a pre-hook stops the forward there); then, for each
+block in turn, forward hooks on its Linear layers accumulate input statistics over every calibration
+batch, the block is pruned from them, and the block is run again — now pruned — so its outputs become
+the next block's inputs. Only one block's activations (one hidden-state tensor per batch, overwritten
+in place) and that block's statistics are alive beyond the model itself.
+
+Data parallel: when ``torch.distributed`` is initialised, each rank passes its own calibration batches;
+the statistics are summed across ranks (``all_reduce``) before pruning, and the pruned block is
+broadcast from rank 0 so that every rank continues from bit-identical weights. Statistics accumulate in
+float64, so the summation order does not change the masks in practice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+BLOCK_LIST_NAMES = ("layer", "layers", "h", "blocks", "block")
+STATS_KINDS = ("none", "diag", "full")
+
+
+@dataclass
+class LayerStats:
+    """Running input statistics of one Linear: ``XXᵀ`` (``"full"``) or ``diag(XXᵀ) = ‖X_j‖²``."""
+
+    kind: str
+    features: int
+    tokens: int = 0
+    xtx: torch.Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        shape = (self.features, self.features) if self.kind == "full" else (self.features,)
+        self.xtx = torch.zeros(shape, dtype=torch.float64)
+
+    def add(self, x: torch.Tensor) -> None:
+        x = x.detach().reshape(-1, self.features).double()  # (tokens, in)
+        self.tokens += x.shape[0]
+        if self.kind == "full":
+            self.xtx.addmm_(x.T, x)
+        else:
+            self.xtx += (x * x).sum(0)
+
+    @property
+    def sq_norms(self) -> torch.Tensor:
+        """``‖X_j‖²`` per input feature (in,)."""
+        return torch.diagonal(self.xtx) if self.kind == "full" else self.xtx
+
+    def all_reduce(self) -> None:
+        """Sum the statistics over all ranks (no-op without an initialised process group)."""
+        if dist.is_available() and dist.is_initialized():
+            tokens = torch.tensor([self.tokens], dtype=torch.float64)
+            dist.all_reduce(self.xtx)
+            dist.all_reduce(tokens)
+            self.tokens = int(tokens.item())
+
+
+def weight_matrix(module: nn.Module) -> torch.Tensor:
+    """The (out, in) weight of a Linear, or of a transformers ``Conv1D`` (stored as (in, out))."""
+    return module.weight.T if is_conv1d(module) else module.weight
+
+
+def set_weight_matrix(module: nn.Module, w: torch.Tensor) -> None:
+    with torch.no_grad():
+        module.weight.copy_(w.T if is_conv1d(module) else w)
+
+
+def find_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The transformer stack: the largest ``nn.ModuleList`` named ``layer``/``layers``/``h``/``blocks``."""
+    found = [
+        (name, mod)
+        for name, mod in model.named_modules()
+        if isinstance(mod, nn.ModuleList) and name.rsplit(".", 1)[-1] in BLOCK_LIST_NAMES
+    ]
+    if not found:
+        raise ValueError(
+            f"found no transformer block list in {type(model).__name__}: one-shot calibration needs an "
+            f"nn.ModuleList named one of {BLOCK_LIST_NAMES} (e.g. BERT encoder.layer, GPT-2 h)"
+        )
+    return max(found, key=lambda item: len(item[1]))
+
+
+def prunable_layers(block: nn.Module, prefix: str, skip: Sequence[str]) -> dict[str, nn.Module]:
+    """Full name → Linear / Conv1D modules of ``block`` whose name matches no ``skip`` glob."""
+    layers = {}
+    for name, mod in block.named_modules():
+        full = f"{prefix}.{name}" if name else prefix
+        if (isinstance(mod, nn.Linear) or is_conv1d(mod)) and not _skipped(full, skip):
+            layers[full] = mod
+    return layers
+
+
+class _StopForward(Exception):
+    """Raised by the capture hook once the first block's inputs are recorded."""
+
+
+def capture_block_inputs(
+    model: nn.Module, first_block: nn.Module, batches: Sequence[Mapping[str, torch.Tensor]]
+) -> list[tuple[list[Any], dict[str, Any]]]:
+    """Positional and keyword inputs of the first block for every calibration batch."""
+    captured: list[tuple[list[Any], dict[str, Any]]] = []
+
+    def hook(_mod: nn.Module, args: tuple, kwargs: dict) -> None:
+        captured.append((list(args), dict(kwargs)))
+        raise _StopForward
+
+    handle = first_block.register_forward_pre_hook(hook, with_kwargs=True)
+    extra = {"use_cache": False} if hasattr(getattr(model, "config", None), "use_cache") else {}
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                with contextlib.suppress(_StopForward):
+                    model(**batch, **extra)
+    finally:
+        handle.remove()
+    return captured
+
+
+BlockPruner = Callable[[int, dict[str, nn.Module], dict[str, LayerStats]], None]
+
+
+def calibrate_blocks(
+    model: nn.Module,
+    batches: Sequence[Mapping[str, torch.Tensor]],
+    prune_block: BlockPruner,
+    *,
+    stats: str = "full",
+    skip: Sequence[str] = (),
+) -> None:
+    """Run the stack block by block, calling ``prune_block(index, layers, stats)`` for every block.
+
+    ``stats``: ``"full"`` accumulates ``XXᵀ`` (SparseGPT), ``"diag"`` only ``‖X_j‖²`` (Wanda), ``"none"``
+    nothing (magnitude). ``prune_block`` modifies the block's layers in place; the pruned block's
+    outputs feed the next block.
+    """
+    prefix, blocks = find_blocks(model)
+    inputs = capture_block_inputs(model, blocks[0], batches)
+    for index, block in enumerate(blocks):
+        layers = prunable_layers(block, f"{prefix}.{index}", skip)
+        layer_stats = {n: LayerStats(stats, weight_matrix(m).shape[1]) for n, m in layers.items()}
+        handles = []
+        if stats != "none":
+            handles = [m.register_forward_hook(_stats_hook(layer_stats[n])) for n, m in layers.items()]
+        try:
+            _run_block(block, inputs, replace=False)
+        finally:
+            for handle in handles:
+                handle.remove()
+        for s in layer_stats.values():
+            s.all_reduce()
+        prune_block(index, layers, layer_stats)
+        _broadcast_block(block)
+        del layer_stats
+        _run_block(block, inputs, replace=True)
+
+
+def _run_block(block: nn.Module, inputs: list[tuple[list[Any], dict[str, Any]]], *, replace: bool) -> None:
+    with torch.no_grad():
+        for args, kwargs in inputs:
+            out = block(*args, **kwargs)
+            if not replace:
+                continue
+            hidden = out[0] if isinstance(out, (tuple, list)) else out
+            if args:
+                args[0] = hidden
+            else:
+                kwargs["hidden_states"] = hidden
+
+
+def _broadcast_block(block: nn.Module) -> None:
+    if dist.is_available() and dist.is_initialized():
+        with torch.no_grad():
+            for param in block.parameters():
+                dist.broadcast(param.data, src=0)
+
+
+def _stats_hook(stats: LayerStats):
+    def hook(_mod: nn.Module, inputs: tuple, _out: Any) -> None:
+        stats.add(inputs[0])
+
+    return hook
+
+
+def is_conv1d(module: nn.Module) -> bool:
+    """A transformers ``Conv1D`` (GPT-2): a Linear whose weight is stored transposed, (in, out)."""
+    return type(module).__name__ == "Conv1D" and getattr(module, "weight", None) is not None
+
+
+def _skipped(name: str, skip: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, pat) or fnmatch.fnmatchcase(name, f"*{pat}*") for pat in skip)
