@@ -1,10 +1,14 @@
 """Structured pruning: prunekit vs Torch-Pruning 1.6.1, same run, same models, 50% of channels (L1).
 
-Per model: graph + prune time, parameters and MACs after pruning (each library in a subprocess with
-a timeout, so a hang or crash is recorded, not fatal), and 2-thread CPU latency of the dense model vs
-prunekit's pruned model at batch 1 and 32 (median of alternating runs).
+Per model: graph + prune time (median of ``--repeats`` runs on fresh copies, each library in a
+subprocess with a timeout, so a hang or crash is recorded, not fatal), parameters and MACs after
+pruning, and 2-thread CPU latency of the dense model vs prunekit's pruned model at batch 1 and 32
+(median of alternating runs after a warm-up). Both libraries protect only the model's outputs (the
+classifier keeps its classes; its input features are pruned like any layer). For latency both models
+are put in the same deployment form: BatchNorm folded into the preceding conv and channels-last for
+CNNs (``--no-fuse`` to measure them as built).
 
-    python bench/structured_vs_torch_pruning.py            # all models
+    python bench/structured_vs_torch_pruning.py            # all six models
     python bench/structured_vs_torch_pruning.py --quick    # ≤ 60 s: ResNet-18, MobileNetV2, tiny LLaMA
     python bench/structured_vs_torch_pruning.py --json     # last stdout line: one JSON summary
 """
@@ -190,16 +194,18 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], str, str]] = {  # factory, inpu
     "resnet18": (lambda: ResNet(Basic, (2, 2, 2, 2)), "image", "fc"),
     "resnet50": (lambda: ResNet(Bottleneck, (3, 4, 6, 3)), "image", "fc"),
     "mobilenet_v2": (MobileNetV2, "image", "classifier"),
-    "vit_b_16": (vit_b_16, "image", "classifier"),
     "densenet201": (DenseNet, "image", "classifier"),
     "tiny_llama": (tiny_llama, "tokens", "lm_head"),
+    "vit_b_16": (vit_b_16, "image", "classifier"),
 }
 QUICK = ("resnet18", "mobilenet_v2", "tiny_llama")
+# --quick: latency runs, graph + prune runs, latency image side, timeouts (s) for ours and TP
+QUICK_REPS, QUICK_REPEATS, QUICK_SIZE, QUICK_TIMEOUTS = 1, 1, 112, (60, 15)
 
 
-def _input(kind: str, batch: int) -> torch.Tensor:
+def _input(kind: str, batch: int, size: int = 224) -> torch.Tensor:
     if kind == "image":
-        return torch.randn(batch, 3, 224, 224)
+        return torch.randn(batch, 3, size, size)
     return torch.randint(0, 1000, (batch, 64), generator=torch.Generator().manual_seed(0))
 
 
@@ -231,39 +237,50 @@ def _count(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
     return sum(p.numel() for p in model.parameters()), sum(layer_macs(model, x).values())
 
 
-def _ours(model: nn.Module, x: torch.Tensor, head: str) -> nn.Module:
+def _ours(model: nn.Module, x: torch.Tensor, round_to: int) -> nn.Module:
     from prunekit.graph import DependencyGraph
     from prunekit.plan import apply_plan, build_plan
 
-    graph = DependencyGraph.build(model, x, ignore=[head])
-    return apply_plan(model, build_plan(model, graph, 0.5, "l1", ignore=[head]), inplace=True)
+    graph = DependencyGraph.build(model, x)  # the model's outputs are pinned: logits keep their classes
+    return apply_plan(model, build_plan(model, graph, 0.5, "l1", round_to=round_to), inplace=True)
 
 
-def _torch_pruning(model: nn.Module, x: torch.Tensor, head: str) -> nn.Module:
+def _torch_pruning(model: nn.Module, x: torch.Tensor, head: str, round_to: int) -> nn.Module:
     import torch_pruning as tp
 
     pruner = tp.pruner.MetaPruner(
         model, x, importance=tp.importance.MagnitudeImportance(p=1), pruning_ratio=0.5,
-        ignored_layers=[model.get_submodule(head)],
+        ignored_layers=[model.get_submodule(head)], round_to=round_to if round_to > 1 else None,
     )  # fmt: skip
     pruner.step()
     return model
 
 
+def _deploy(model: nn.Module, kind: str, fuse: bool) -> nn.Module:
+    """The form a CNN is served in on CPU: BatchNorm folded into its conv, channels-last."""
+    if not fuse or not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
+        return model
+    from torch.fx.experimental.optimization import fuse as fold_bn
+
+    return fold_bn(model).to(memory_format=torch.channels_last)
+
+
 def _latency(dense: nn.Module, pruned: nn.Module, x: torch.Tensor, reps: int) -> tuple[float, float]:
     """Median seconds of ``dense(x)`` and ``pruned(x)``, runs alternating (after one warm-up each)."""
-    times: dict[int, list[float]] = {0: [], 1: []}
+    models, times = (dense, pruned), ([], [])
+    if x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         for rep in range(reps + 1):
-            for k, model in enumerate((dense, pruned)):
+            for k in (0, 1) if rep % 2 else (1, 0):
                 start = time.perf_counter()
-                model(x)
+                models[k](x)
                 if rep:
                     times[k].append(time.perf_counter() - start)
     return statistics.median(times[0]), statistics.median(times[1])
 
 
-def worker(name: str, library: str, reps: int) -> dict:
+def worker(name: str, library: str, opts: argparse.Namespace) -> dict:
     """One library on one model, in this process: prune time, params, MACs (and latency for ours)."""
     import copy
 
@@ -271,23 +288,33 @@ def worker(name: str, library: str, reps: int) -> dict:
     model, kind, head = _build(name)
     x = _input(kind, 1)
     params, macs = _count(model, x)
-    dense = copy.deepcopy(model) if library == "prunekit" else None
-    start = time.perf_counter()
-    pruned = (_ours if library == "prunekit" else _torch_pruning)(model, x, head)
-    seconds = time.perf_counter() - start
+    times, cpu = [], []
+    for _ in range(opts.repeats):
+        work = copy.deepcopy(model)
+        start, start_cpu = time.perf_counter(), time.process_time()
+        if library == "prunekit":
+            pruned = _ours(work, x, opts.round_to)
+        else:
+            pruned = _torch_pruning(work, x, head, opts.round_to)
+        times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
     with torch.no_grad():
         pruned(x)  # the pruned model runs
-    result = {"seconds": seconds, "params": params, "macs": macs}
+    result = {"seconds": statistics.median(times), "seconds_all": times, "params": params, "macs": macs}
+    result["cpu_seconds"] = statistics.median(cpu)  # process CPU time: less sensitive to other jobs
     result["params_after"], result["macs_after"] = _count(pruned, x)
-    if dense is not None and reps:
+    if library == "prunekit" and opts.reps:
+        dense, pruned = _deploy(model, kind, opts.fuse), _deploy(pruned, kind, opts.fuse)
         for batch in (1, 32):
-            t_dense, t_pruned = _latency(dense, pruned, _input(kind, batch), reps)
+            t_dense, t_pruned = _latency(dense, pruned, _input(kind, batch, opts.size), opts.reps)
             result[f"latency_b{batch}"] = {"dense_ms": 1e3 * t_dense, "pruned_ms": 1e3 * t_pruned}
     return result
 
 
-def _run(name: str, library: str, reps: int, timeout: float) -> dict:
-    cmd = [sys.executable, __file__, "--worker", name, library, "--reps", str(reps)]
+def _run(name: str, library: str, opts: argparse.Namespace, timeout: float) -> dict:
+    cmd = [sys.executable, __file__, "--worker", name, library, "--reps", str(opts.reps)]
+    cmd += ["--repeats", str(opts.repeats), "--round-to", str(opts.round_to), "--size", str(opts.size)]
+    cmd += [] if opts.fuse else ["--no-fuse"]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
@@ -324,27 +351,51 @@ def _table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def _parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="three models, 2 latency runs (≤ 60 s)")
+    parser.add_argument("--quick", action="store_true", help="three models, fewer runs (≤ 60 s)")
     parser.add_argument("--json", action="store_true", help="print one JSON summary as the last line")
     parser.add_argument("--worker", nargs=2, metavar=("MODEL", "LIBRARY"), help=argparse.SUPPRESS)
     parser.add_argument("--reps", type=int, default=5, help="latency runs per model and batch")
-    args = parser.parse_args()
+    parser.add_argument("--repeats", type=int, default=3, help="graph + prune runs (median)")
+    parser.add_argument("--round-to", type=int, default=1, help="kept channels rounded up to a multiple")
+    parser.add_argument("--no-fuse", dest="fuse", action="store_false", help="latency without BN folding")
+    parser.add_argument("--size", type=int, default=224, help="image side for the latency runs")
+    parser.add_argument("--models", nargs="+", choices=tuple(MODELS), help="a subset of the models")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = _parse()
     if args.worker:
-        print(json.dumps(worker(*args.worker, args.reps)))
+        print(json.dumps(worker(*args.worker, args)))
         return
-    names, reps = (QUICK, 2) if args.quick else (tuple(MODELS), args.reps)
-    results = {}
+    if args.quick:
+        args.reps, args.repeats, args.size = QUICK_REPS, QUICK_REPEATS, QUICK_SIZE
+    names = args.models or (QUICK if args.quick else tuple(MODELS))
+    timeouts = QUICK_TIMEOUTS if args.quick else (600, 300)
+    start, results = time.perf_counter(), {}
     for name in names:
         results[name] = {
-            "prunekit": _run(name, "prunekit", reps, 120 if args.quick else 600),
-            "torch_pruning": _run(name, "torch_pruning", 0, 60 if args.quick else 300),
+            "prunekit": _run(name, "prunekit", args, timeouts[0]),
+            "torch_pruning": _run(name, "torch_pruning", args, timeouts[1]),
         }
-        print(f"{name}: done", file=sys.stderr)
+        print(f"{name}: {json.dumps(results[name])}", file=sys.stderr, flush=True)
     print(_table(results))
     if args.json:
-        print(json.dumps({"bench": "structured_vs_torch_pruning", "quick": args.quick, "results": results}))
+        settings = {k: getattr(args, k) for k in ("quick", "reps", "repeats", "round_to", "fuse", "size")}
+        settings["timeouts_s"] = {"prunekit": timeouts[0], "torch_pruning": timeouts[1]}
+        summary = {"bench": "structured_vs_torch_pruning", **settings, "loadavg": _loadavg()}
+        summary["wall_s"] = time.perf_counter() - start
+        print(json.dumps({**summary, "results": results}))
+
+
+def _loadavg() -> str:
+    try:
+        with open("/proc/loadavg") as f:
+            return f.read().strip()
+    except OSError:
+        return "unknown"
 
 
 if __name__ == "__main__":

@@ -211,3 +211,30 @@ def test_keyword_inputs_and_dataclass_outputs() -> None:
     graph = DependencyGraph.build(model, inputs)
     assert [g.size for g in graph.groups] == [6]
     assert len(graph.trace.outputs) == 2
+
+
+class _Tied(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.mid = nn.Embedding(10, 8), nn.Linear(8, 6)
+        self.back = nn.Linear(6, 8)
+        self.head = nn.Linear(8, 10, bias=False)
+        self.head.weight = self.embed.weight  # (10, 8), tied
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.back(torch.relu(self.mid(self.embed(tokens)))))
+
+
+def test_copy_leaves_the_original_alone_keeps_ties_and_matches_inplace() -> None:
+    torch.manual_seed(0)
+    model, tokens = _Tied().eval(), torch.arange(10)[None]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    plan = build_plan(model, DependencyGraph.build(model, tokens), 0.5)
+    pruned = apply_plan(model, plan)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert pruned.head.weight is pruned.embed.weight and pruned.embed.weight is not model.embed.weight
+    assert pruned.mid.out_features == 3 and pruned.back.in_features == 3
+    inplace = apply_plan(copy.deepcopy(model), plan, inplace=True)
+    assert all(torch.equal(inplace.state_dict()[k], v) for k, v in pruned.state_dict().items())
+    with torch.no_grad():
+        assert pruned(tokens).shape == (1, 10, 10)

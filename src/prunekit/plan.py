@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ._checks import check_positive_int, check_sparsity
-from .graph.graph import DependencyGraph, Group
+from .graph.graph import DependencyGraph, Group, one_thread
 from .graph.hf import update_model
 from .graph.importance import IMPORTANCES, group_scores
 from .graph.modules import handler_for
@@ -110,11 +110,12 @@ def build_plan(
     overrides = {k: check_sparsity(v, f"ratios[{k!r}]") for k, v in (ratios or {}).items()}
     skip = set(ignore) if not isinstance(ignore, str) else {ignore}
     scored: dict[int, torch.Tensor] = {}
-    for group in graph.groups:
-        if skip.isdisjoint(group.modules()):
-            scores = group_scores(model, group, importance, reduction, normalize, generator)
-            if scores is not None:
-                scored[group.index] = scores
+    with one_thread():
+        for group in graph.groups:
+            if skip.isdisjoint(group.modules()):
+                scores = group_scores(model, group, importance, reduction, normalize, generator)
+                if scores is not None:
+                    scored[group.index] = scores
     if global_ranking:
         counts = _global_counts(graph.groups, scored, ratio, max_layer_ratio)
     else:
@@ -174,22 +175,43 @@ def apply_plan(model: nn.Module, plan: PruningPlan, inplace: bool = False) -> nn
     tensors = _named_tensors(model)
     for (name, dim), indices in removals.items():
         _check_tensor(tensors, plan.graph, name, dim, indices)
-    target = model if inplace else copy.deepcopy(model)
+    with one_thread():
+        sliced = _sliced(tensors, removals)
+    if inplace:
+        target = model
+    else:  # the memo hands deepcopy the sliced tensors: the full-size ones are never cloned
+        target = copy.deepcopy(model, {id(tensors[name]): new for name, new in sliced.items()})
     slots = _slots(target)
-    touched = set()
-    for name in sorted({name for name, _ in removals}):
-        tensor = _named_tensors(target)[name]
-        for (tname, dim), indices in removals.items():
-            if tname == name:
-                keep = np.setdiff1d(np.arange(tensor.shape[dim]), indices)
-                tensor = tensor.detach().index_select(dim, torch.as_tensor(keep, device=tensor.device))
-        touched |= _replace(slots[name], tensor)
+    touched: set[nn.Module] = set()
+    for name, new in sliced.items():
+        for module, local, is_param in slots[name]:
+            (module._parameters if is_param else module._buffers)[local] = new
+            touched.add(module)
     for module in touched:
         handler = handler_for(module)
         if handler is not None:
             handler.update(module)
     update_model(target, plan.graph.heads)
     return target
+
+
+def _sliced(
+    tensors: Mapping[str, torch.Tensor], removals: Mapping[tuple[str, int], np.ndarray]
+) -> dict[str, torch.Tensor]:
+    """Tensor name → a new tensor (a ``Parameter`` for a parameter) without the removed indices."""
+    by_name: dict[str, list[tuple[int, np.ndarray]]] = {}
+    for (name, dim), indices in removals.items():
+        by_name.setdefault(name, []).append((dim, indices))
+    out = {}
+    for name in sorted(by_name):
+        old = tensors[name]
+        value = old.detach()
+        for dim, indices in by_name[name]:
+            keep = np.setdiff1d(np.arange(value.shape[dim]), indices)
+            value = value.index_select(dim, torch.as_tensor(keep, device=value.device))
+        value = value.contiguous()
+        out[name] = nn.Parameter(value, old.requires_grad) if isinstance(old, nn.Parameter) else value
+    return out
 
 
 def _named_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -223,14 +245,3 @@ def _slots(model: nn.Module) -> dict[str, list[tuple[nn.Module, str, bool]]]:
             if b is not None:
                 holders.setdefault(id(b), []).append((module, local, False))
     return {name: holders[id(t)] for name, t in _named_tensors(model).items()}
-
-
-def _replace(slots: list[tuple[nn.Module, str, bool]], value: torch.Tensor) -> set[nn.Module]:
-    first_module, first_local, is_param = slots[0]
-    old = getattr(first_module, first_local)
-    new = (
-        nn.Parameter(value.contiguous(), requires_grad=old.requires_grad) if is_param else value.contiguous()
-    )
-    for module, local, param in slots:
-        (module._parameters if param else module._buffers)[local] = new
-    return {module for module, _, _ in slots}
