@@ -95,6 +95,8 @@ METHODS: dict[str, Pruner] = {
     "ours:lamp": ours("lamp"),
     "ours:fpgm": ours("fpgm"),
     "ours:taylor": ours("taylor"),
+    "ours:bn_scale": ours("bn_scale"),
+    "ours:nisp": ours("nisp"),
     "tp:group_magnitude": tp_group_magnitude,
 }
 
