@@ -38,6 +38,20 @@ def choose(group: Group, generator: torch.Generator) -> list[int]:
     return sorted(torch.randperm(group.size, generator=generator)[:count].tolist())
 
 
+def prune_zeroed(
+    model: nn.Module, graph: DependencyGraph, groups: list[Group], generator: torch.Generator
+) -> tuple[nn.Module, nn.Module, dict[int, list[int]]]:
+    """Choose channels of every group, zero what produces them in a copy, prune exactly those.
+
+    Returns ``(pruned, zeroed, removals)``; ``pruned`` must compute what ``zeroed`` computes.
+    """
+    removals = {g.index: choose(g, generator) for g in groups}
+    zeroed = copy.deepcopy(model)
+    for group in groups:
+        zero_producers(zeroed, group, removals[group.index])
+    return apply_plan(zeroed, PruningPlan(graph, removals)), zeroed, removals
+
+
 def assert_exact(pruned: nn.Module, reference: nn.Module, x: torch.Tensor) -> None:
     with torch.no_grad():
         expected, actual = reference(x), pruned(x)
@@ -51,12 +65,7 @@ def test_every_group_at_once_is_exact(name: str) -> None:
     graph = DependencyGraph.build(model, x)
     groups = exact_groups(model, graph)
     assert groups, f"{name}: no exactly prunable group found"
-    generator = torch.Generator().manual_seed(0)
-    removals = {g.index: choose(g, generator) for g in groups}
-    zeroed = copy.deepcopy(model)
-    for group in groups:
-        zero_producers(zeroed, group, removals[group.index])
-    pruned = apply_plan(zeroed, PruningPlan(graph, removals))
+    pruned, zeroed, removals = prune_zeroed(model, graph, groups, torch.Generator().manual_seed(0))
     assert_exact(pruned, zeroed, x)
     removed = sum(len(c) for c in removals.values())
     assert (
@@ -87,12 +96,7 @@ def test_pretrained_mobilenet_v2_is_exact_and_keeps_its_top1() -> None:
     graph = DependencyGraph.build(model, x)
     groups = exact_groups(model, graph)
     assert len(groups) == len(graph.groups) == 25  # 16 expansions, 8 widths (32 … 320), 1280
-    generator = torch.Generator().manual_seed(0)
-    removals = {g.index: choose(g, generator) for g in groups}
-    zeroed = copy.deepcopy(model)
-    for group in groups:
-        zero_producers(zeroed, group, removals[group.index])
-    pruned = apply_plan(zeroed, PruningPlan(graph, removals))
+    pruned, zeroed, _ = prune_zeroed(model, graph, groups, torch.Generator().manual_seed(0))
     assert_exact(pruned, zeroed, x)
     with torch.no_grad():
         assert pruned(x).argmax().item() == zeroed(x).argmax().item()

@@ -3,16 +3,13 @@ chosen channels of every group after zeroing their producers leaves the output u
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
 from prunekit.graph import DependencyGraph
-from prunekit.plan import PruningPlan, apply_plan
-from test_structured_exact import assert_exact, choose, exact_groups, zero_producers
+from test_structured_exact import assert_exact, exact_groups, prune_zeroed
 
 KINDS = ("conv", "conv_bn", "depthwise", "linear", "add", "cat", "split")
 
@@ -84,13 +81,8 @@ def test_random_dag_pruning_is_exact(spec: list[tuple[str, int, int, int]], seed
             m.bias.data.uniform_(-0.5, 0.5)
     x = torch.randn(2, 3, 4, 4)
     graph = DependencyGraph.build(model, x)
-    generator = torch.Generator().manual_seed(seed)
     groups = exact_groups(model, graph)
-    removals = {g.index: choose(g, generator) for g in groups}
-    zeroed = copy.deepcopy(model)
-    for group in groups:
-        zero_producers(zeroed, group, removals[group.index])
-    pruned = apply_plan(zeroed, PruningPlan(graph, removals))
+    pruned, zeroed, _ = prune_zeroed(model, graph, groups, torch.Generator().manual_seed(seed))
     assert_exact(pruned, zeroed, x)
     for name, module in pruned.named_modules():
         if isinstance(module, nn.Conv2d):
