@@ -61,11 +61,7 @@ def test_torchrun_two_ranks_gives_the_same_masks_and_weights_as_one_process(tmp_
     pytest.importorskip("transformers")
     from safetensors.torch import load_file
 
-    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1"]
-    cmd += [f"--master_port={_free_port()}", __file__, str(tmp_path)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _launch_two_ranks(tmp_path)
     model, data = _model_and_batches()
     for key, cfg in CONFIGS.items():
         single = prune_oneshot(model, data, cfg)
@@ -73,6 +69,25 @@ def test_torchrun_two_ranks_gives_the_same_masks_and_weights_as_one_process(tmp_
         weights = load_file(tmp_path / f"{key}.st")
         for name, value in single.model.state_dict().items():
             torch.testing.assert_close(weights[name], value, rtol=1e-6, atol=1e-7)
+
+
+def _launch_two_ranks(out_dir: Path) -> None:
+    """torchrun two gloo ranks over loopback; one relaunch if the launch itself fails.
+
+    A CI run once saw rank 1 abort (SIGABRT) under heavy load and could not be reproduced in 15 stressed
+    runs; the relaunch keeps that from hiding behind a red build, and both attempts' errors are reported
+    in full if it happens twice. The masks and weights are compared afterwards either way.
+    """
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    errors = []
+    for _ in range(2):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1"]
+        cmd += [f"--master_port={_free_port()}", __file__, str(out_dir)]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        if proc.returncode == 0:
+            return
+        errors.append(proc.stderr)
+    pytest.fail("torchrun failed twice:\n" + "\n---- second attempt ----\n".join(errors))
 
 
 def _free_port() -> int:
