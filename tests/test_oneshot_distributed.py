@@ -22,20 +22,9 @@ CONFIGS = {
 
 
 def _model_and_batches():
-    import transformers
+    from test_oneshot_pipeline import batches, tiny_bert  # the torchrun workers import it from this folder
 
-    torch.manual_seed(0)
-    cfg = transformers.BertConfig(
-        vocab_size=50,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=32,
-    )
-    gen = torch.Generator().manual_seed(0)
-    data = [{"input_ids": torch.randint(0, 50, (2, 16), generator=gen)} for _ in range(6)]
-    return transformers.BertModel(cfg).eval(), data
+    return tiny_bert(), batches(n=6)
 
 
 def _worker(out_dir: Path) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._calling import call_model
 from ._checks import check_choice, check_sparsity
 
 LayerSpec = str | type[nn.Module] | Iterable[str | type[nn.Module]]
@@ -229,7 +230,7 @@ def _collect(
             for count, (inputs, _) in enumerate(data):
                 if max_batches is not None and count >= max_batches:
                     break
-                _forward(model, inputs)
+                call_model(model, inputs)
     finally:
         handle.remove()
     if not chunks:
@@ -247,11 +248,3 @@ def _maybe_pruned(model: nn.Module, thresholds: dict[str, float]) -> Iterator[No
         return
     with prune_activations(model, list(thresholds), threshold=thresholds):
         yield
-
-
-def _forward(model: nn.Module, inputs: Any) -> Any:
-    if isinstance(inputs, Mapping):
-        return model(**inputs)
-    if isinstance(inputs, (tuple, list)):
-        return model(*inputs)
-    return model(inputs)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._calling import call_model
 from .._registry import Registry
 
 Batch = tuple[Any, Any]
@@ -168,20 +169,12 @@ def accumulate_gradients(request: ScoringInput, reduce: Callable[[str, torch.Ten
         for inputs, targets in request.batches():
             for p in params.values():
                 p.grad = None
-            loss = request.loss_fn(_forward(request.model, inputs), targets)
+            loss = request.loss_fn(call_model(request.model, inputs), targets)
             loss.backward()
             for name, p in params.items():
                 reduce(name, torch.zeros_like(p) if p.grad is None else p.grad.detach())
             count += 1
     return count
-
-
-def _forward(model: nn.Module, inputs: Any) -> Any:
-    if isinstance(inputs, Mapping):
-        return model(**inputs)
-    if isinstance(inputs, (tuple, list)):
-        return model(*inputs)
-    return model(inputs)
 
 
 def _device_of(model: nn.Module) -> torch.device:

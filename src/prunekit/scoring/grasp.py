@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ._base import ScoringInput, _forward, masked_view, preserved, register_scorer
+from .._calling import call_model
+from ._base import ScoringInput, masked_view, preserved, register_scorer
 
 TEMPERATURE = 200.0  # the paper's T: logits are divided by T before the loss (its CIFAR/ImageNet default)
 
@@ -31,13 +32,13 @@ def grasp(request: ScoringInput) -> dict[str, torch.Tensor]:
         batches = list(request.batches())
         stopped = [torch.zeros_like(p) for p in tensors]
         for inputs, targets in batches:
-            loss = request.loss_fn(_forward(model, inputs) / TEMPERATURE, targets)
+            loss = request.loss_fn(call_model(model, inputs) / TEMPERATURE, targets)
             for acc, g in zip(stopped, torch.autograd.grad(loss, tensors, allow_unused=True), strict=True):
                 if g is not None:
                     acc += g
         hessian_grad = [torch.zeros_like(p) for p in tensors]
         for inputs, targets in batches:
-            loss = request.loss_fn(_forward(model, inputs) / TEMPERATURE, targets)
+            loss = request.loss_fn(call_model(model, inputs) / TEMPERATURE, targets)
             grads = torch.autograd.grad(loss, tensors, create_graph=True, allow_unused=True)
             z = sum((g * s).sum() for g, s in zip(grads, stopped, strict=True) if g is not None)
             if not isinstance(z, torch.Tensor) or not z.requires_grad:
