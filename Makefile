@@ -5,7 +5,7 @@ PIP    := $(PY) -m pip install --quiet --disable-pip-version-check -c constraint
 STAMP  := $(VENV)/.installed
 BSTAMP := $(VENV)/.installed-bench
 
-.PHONY: demo test lint bench bench-quick clean
+.PHONY: demo test lint bench bench-quick clean chromium fashion-mnist
 
 $(STAMP): pyproject.toml constraints.txt Makefile
 	python3 -m venv $(VENV)
@@ -33,12 +33,20 @@ lint: $(STAMP)
 test: lint
 	$(PY) -m pytest -q -n 2
 
-bench: $(BSTAMP)
+bench: $(BSTAMP) fashion-mnist
 	$(PY) bench/unstructured_speed.py
 	$(PY) bench/accuracy_vs_sparsity.py
 
-bench-quick: $(BSTAMP)
+bench-quick: $(BSTAMP) fashion-mnist
 	for b in bench/*.py; do $(PY) $$b --quick --json || exit 1; done
+
+# Headless Chromium renders report.html in tests/test_report_browser.py (Debian package, needs root).
+chromium:
+	command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium)
+
+# Real Fashion-MNIST (IDX files under /usr/share/datasets/fashion-mnist): the accuracy-at-MACs bench.
+fashion-mnist:
+	test -d /usr/share/datasets/fashion-mnist || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends dataset-fashion-mnist)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
