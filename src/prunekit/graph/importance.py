@@ -50,11 +50,23 @@ def _per_channel(group: Group, member: int, values: torch.Tensor) -> torch.Tenso
     return torch.zeros(group.size).index_add_(0, channel[keep], values[keep])
 
 
+def _power_sums(model: nn.Module, group: Group, member: int, power: int) -> torch.Tensor:
+    """Σ |w|^power over every slice of the member dim, ``(dim size,)`` float32, without copying ``w``."""
+    m = group.members[member]
+    tensor = _tensor(model, m.tensor).detach()
+    rest = [d for d in range(tensor.dim()) if d != m.dim]
+    if not rest:
+        return tensor.abs().float().pow(power)
+    norms = torch.linalg.vector_norm(tensor, ord=power, dim=rest, dtype=torch.float32)
+    return norms if power == 1 else norms.pow(power)
+
+
 def _magnitude(power: int) -> Criterion:
     def score(model: nn.Module, group: Group, generator: torch.Generator) -> torch.Tensor:
-        rows = [_per_channel(group, i, _rows(model, group, i).abs().pow(power).sum(1))
-                for i in range(len(group.members))]  # fmt: skip
-        return torch.stack(rows).pow(1.0 / power)
+        rows = [
+            _per_channel(group, i, _power_sums(model, group, i, power)) for i in range(len(group.members))
+        ]
+        return torch.stack(rows) if power == 1 else torch.stack(rows).pow(1.0 / power)
 
     score.__doc__ = f"L{power} norm of every weight slice of a channel (Li et al., 2017)."
     return score

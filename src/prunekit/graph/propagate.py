@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from torch.utils._pytree import tree_flatten
 
 from .._registry import Registry
 from .trace import Op, Ref, Trace
@@ -72,7 +71,12 @@ def register_op_rule(names: str | tuple[str, ...], rule: Rule) -> Rule:
 
 
 def tensor_args(op: Op) -> list[Ref]:
-    return [a for a in tree_flatten((op.args, op.kwargs))[0] if isinstance(a, Ref)]
+    """Every :class:`Ref` among ``op``'s arguments, in order (lists such as ``cat``'s included)."""
+    refs: list[Ref] = []
+    for value in (*op.args, *op.kwargs.values()):
+        items = value if isinstance(value, (list, tuple)) else (value,)
+        refs.extend(v for v in items if isinstance(v, Ref))
+    return refs
 
 
 def out_refs(op: Op) -> list[Ref]:

