@@ -16,6 +16,14 @@ from .metrics import (
     nonzero_bytes,
     sparse_macs,
 )
+from .oneshot import (
+    OneShotConfig,
+    OneShotResult,
+    StructuredConfig,
+    StructuredResult,
+    prune_oneshot,
+    prune_structured_oneshot,
+)
 from .patterns import NM, Block, Element, parse_pattern
 from .report import LayerRow, PruningReport, build_report
 from .schedules import GradualPruning, IterativeResult, iterative_prune, sparsity_steps
@@ -43,11 +51,15 @@ __all__ = [
     "LotteryResult",
     "MaskedTraining",
     "Masks",
+    "OneShotConfig",
+    "OneShotResult",
     "PruneResult",
     "PruningReport",
     "RunResult",
     "Scorer",
     "ScoringInput",
+    "StructuredConfig",
+    "StructuredResult",
     "analyse_collapse",
     "build_report",
     "collapse_curve",
@@ -68,6 +80,8 @@ __all__ = [
     "prunable_parameters",
     "prune",
     "prune_lowest",
+    "prune_oneshot",
+    "prune_structured_oneshot",
     "read_weights",
     "register_scorer",
     "save_weights",

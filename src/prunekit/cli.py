@@ -1,4 +1,4 @@
-"""The ``prunekit`` command: ``demo``, ``prune``, ``methods``, and the pruning-at-init commands."""
+"""The ``prunekit`` command: ``demo``, ``prune``, ``methods``, ``oneshot``, pruning-at-init commands."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from . import zoo
 from .api import prune
 from .checkpoints import load_weights, save_weights
 from .cli_at_init import add_commands as add_at_init_commands
+from .cli_oneshot import add_command as add_oneshot_command
 from .data import dataset_names, load_dataset, make_loader
 from .demo import DemoConfig, run_demo
 from .scoring import SCORERS
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prune(commands)
     _add_methods(commands)
     add_at_init_commands(commands)
+    add_oneshot_command(commands)
     return parser
 
 
