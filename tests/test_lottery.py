@@ -45,8 +45,10 @@ def test_resume_after_an_interruption_gives_identical_masks_and_metrics(tmp_path
     with pytest.raises(_Interrupt):
         find_ticket(_model, *data, CONFIG, tmp_path / "resumed", on_epoch=crash)
     assert not (tmp_path / "resumed" / "ticket_02_final.safetensors").exists()
+    assert (tmp_path / "resumed" / "in_progress.safetensors").exists()
     resumed = find_ticket(_model, *data, CONFIG, tmp_path / "resumed", resume=True)
     assert resumed == whole
+    assert not list((tmp_path / "resumed").glob("in_progress.*"))  # a finished run leaves no checkpoint
     for r in (1, 2):
         name = f"masks_round{r:02d}.safetensors"
         assert Masks.load(tmp_path / "whole" / name) == Masks.load(tmp_path / "resumed" / name)

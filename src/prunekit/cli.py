@@ -16,6 +16,7 @@ from .api import prune
 from .checkpoints import load_weights, save_weights
 from .cli_at_init import add_commands as add_at_init_commands
 from .cli_oneshot import add_command as add_oneshot_command
+from .cli_run import add_command as add_run_command
 from .data import dataset_names, load_dataset, make_loader
 from .demo import DemoConfig, run_demo
 from .scoring import SCORERS
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prune(commands)
     _add_methods(commands)
     add_at_init_commands(commands)
+    add_run_command(commands, _common())
     add_oneshot_command(commands)
     return parser
 

@@ -234,6 +234,7 @@ class _Run:
         saved["runs"].append(result.to_dict())
         ck.write_json(self.state_file, saved)
         (self.folder / "in_progress.json").unlink(missing_ok=True)
+        (self.folder / "in_progress.safetensors").unlink(missing_ok=True)
 
     def _initial_model(self, kind: str, round_index: int) -> nn.Module:
         if kind == "reinit":

@@ -1,6 +1,7 @@
 """Structured pruning: trace a model, find coupled channels, score and remove them."""
 
 from .graph import DependencyGraph, Group, Member
+from .hf import load_pretrained
 from .importance import IMPORTANCES, group_scores
 from .io import load_pruned, save_pruned
 from .modules import ModuleHandler, handler_for, register_handler
@@ -17,6 +18,7 @@ __all__ = [
     "UnsupportedOpError",
     "group_scores",
     "handler_for",
+    "load_pretrained",
     "load_pruned",
     "register_handler",
     "register_op_rule",

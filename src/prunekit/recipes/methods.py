@@ -1,0 +1,187 @@
+"""The ``method`` section of a recipe: one frozen dataclass per pruning family."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ..graph import IMPORTANCES
+from ..lottery import CONTROLS, LotteryConfig
+from ..oneshot import METHODS as ONESHOT_METHODS
+from ..oneshot import OneShotConfig
+from ..patterns import NM, Element, parse_pattern
+from ..scoring import SCORERS
+from ..selection import COLLAPSE_POLICIES, SCOPES
+from ..structured_schedule import SCHEDULES as STRUCTURED_SCHEDULES
+from ._parse import check_fraction, check_one_of, check_positive, fail, wrapped
+
+UNSTRUCTURED_SCHEDULES = ("oneshot", "iterative", "gradual")
+
+
+@dataclass(frozen=True)
+class Unstructured:
+    """Score → select → apply masks; ``schedule`` oneshot, iterative (``steps`` rounds of prune →
+    fine-tune) or gradual (cubic, ``steps`` pruning steps spread over the fine-tuning)."""
+
+    FAMILY: ClassVar[str] = "unstructured"
+    scorer: str = "magnitude"
+    sparsity: float | None = None
+    scope: str = "global"
+    pattern: str = "element"
+    schedule: str = "oneshot"
+    steps: int = 1
+    batches: int = 4
+    ignore: tuple[str, ...] = ()
+    on_collapse: str = "warn"
+
+    def __post_init__(self) -> None:
+        check_one_of(self.scorer, "scorer", SCORERS.names(), "scorer")
+        check_one_of(self.scope, "scope", SCOPES, "scope")
+        check_one_of(self.schedule, "schedule", UNSTRUCTURED_SCHEDULES, "schedule")
+        check_one_of(self.on_collapse, "on_collapse", COLLAPSE_POLICIES, "on_collapse policy")
+        check_fraction(self.sparsity, "sparsity")
+        check_positive(self.steps, "steps")
+        check_positive(self.batches, "batches")
+        pattern = wrapped("pattern", lambda: parse_pattern(self.pattern))
+        if isinstance(pattern, NM):
+            if self.sparsity is not None:
+                fail(
+                    "sparsity",
+                    f"pattern {self.pattern!r} fixes the sparsity at {pattern.sparsity}; remove it",
+                )
+            if self.schedule != "oneshot":
+                fail(
+                    "schedule",
+                    f"an N:M pattern is pruned one-shot; use schedule: oneshot, got {self.schedule!r}",
+                )
+        elif self.sparsity is None:
+            fail("sparsity", "missing; give the fraction of weights removed, e.g. sparsity: 0.9")
+        if self.schedule != "oneshot" and not isinstance(pattern, Element):
+            fail(
+                "pattern", f"schedule {self.schedule!r} supports pattern: element only, got {self.pattern!r}"
+            )
+
+    @property
+    def target(self) -> float:
+        pattern = parse_pattern(self.pattern)
+        return pattern.sparsity if isinstance(pattern, NM) else float(self.sparsity or 0.0)
+
+
+@dataclass(frozen=True)
+class AtInit:
+    """Masks at initialisation (SNIP, GraSP, SynFlow …) over ``iterations`` rounds, then training."""
+
+    FAMILY: ClassVar[str] = "at_init"
+    scorer: str = "synflow"
+    sparsity: float | None = None
+    compression: float | None = None
+    iterations: int = 1
+    scope: str = "global"
+    batches: int = 1
+
+    def __post_init__(self) -> None:
+        check_one_of(self.scorer, "scorer", SCORERS.names(), "scorer")
+        check_one_of(self.scope, "scope", SCOPES, "scope")
+        if (self.sparsity is None) == (self.compression is None):
+            fail(
+                "sparsity", "give exactly one of sparsity (e.g. 0.99) or compression (dense / kept, e.g. 100)"
+            )
+        check_fraction(self.sparsity, "sparsity")
+        if self.compression is not None and not self.compression >= 1:
+            fail("compression", f"must be >= 1 (dense ÷ remaining weights), got {self.compression}")
+        check_positive(self.iterations, "iterations")
+        check_positive(self.batches, "batches")
+
+    @property
+    def target(self) -> float:
+        return self.sparsity if self.sparsity is not None else 1.0 - 1.0 / float(self.compression or 1.0)
+
+
+@dataclass(frozen=True)
+class Lottery:
+    """Iterative magnitude pruning with rewinding to iteration ``rewind_iteration`` (0 = θ₀)."""
+
+    FAMILY: ClassVar[str] = "lottery"
+    rounds: int = 3
+    prune_rate: float = 0.2
+    output_rate: float | None = 0.1
+    scope: str = "layer"
+    rewind_iteration: int = 0
+    epochs: int = 1
+    lr: float = 1.2e-3
+    batch_size: int = 60
+    eval_every: int = 200
+    controls: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_positive(self.rounds, "rounds")
+        for control in self.controls:
+            check_one_of(control, "controls", CONTROLS, "control")
+        wrapped("", lambda: self.config(0))
+
+    def config(self, seed: int) -> LotteryConfig:
+        return LotteryConfig(**_values(self), seed=seed)
+
+    @property
+    def target(self) -> float:
+        return 1.0 - (1.0 - self.prune_rate) ** self.rounds
+
+
+@dataclass(frozen=True)
+class Structured:
+    """Remove ``ratio`` of every group's channels (``steps`` > 1: iteratively, fine-tuning in between)."""
+
+    FAMILY: ClassVar[str] = "structured"
+    ratio: float | None = None
+    importance: str = "l1"
+    round_to: int = 1
+    ignore: tuple[str, ...] = ()
+    input_shape: tuple[int, ...] | None = None
+    steps: int = 1
+    schedule: str = "exponential"
+    global_ranking: bool = False
+
+    def __post_init__(self) -> None:
+        if self.ratio is None:
+            fail("ratio", "missing; give the fraction of channels removed per group, e.g. ratio: 0.5")
+        check_fraction(self.ratio, "ratio", "the fraction of channels removed")
+        check_one_of(self.importance, "importance", IMPORTANCES.names(), "importance")
+        check_one_of(self.schedule, "schedule", STRUCTURED_SCHEDULES, "schedule")
+        check_positive(self.round_to, "round_to")
+        check_positive(self.steps, "steps")
+        if self.input_shape is not None and (not self.input_shape or min(self.input_shape) < 1):
+            fail("input_shape", f"must be positive ints such as [1, 1, 28, 28], got {list(self.input_shape)}")
+
+
+@dataclass(frozen=True)
+class OneShot:
+    """Post-training pruning of a transformer from calibration text (magnitude, Wanda, SparseGPT)."""
+
+    FAMILY: ClassVar[str] = "oneshot"
+    method: str = "sparsegpt"
+    sparsity: float | None = 0.5
+    pattern: str = "element"
+    allocation: str = "uniform"
+    skip: tuple[str, ...] = ()
+    blocksize: int = 128
+
+    def __post_init__(self) -> None:
+        check_one_of(self.method, "method", ONESHOT_METHODS, "one-shot method")
+        check_fraction(self.sparsity, "sparsity")
+        wrapped("", self.config)
+
+    def config(self) -> OneShotConfig:
+        return OneShotConfig(**_values(self))
+
+    @property
+    def target(self) -> float:
+        return self.config().target
+
+
+def _values(spec: object) -> dict[str, Any]:
+    return {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}  # type: ignore[arg-type]
+
+
+FAMILIES = {cls.FAMILY: cls for cls in (Unstructured, AtInit, Lottery, Structured, OneShot)}
+MethodSpec = Unstructured | AtInit | Lottery | Structured | OneShot
