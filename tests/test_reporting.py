@@ -116,7 +116,7 @@ def test_markdown_shows_known_numbers_and_links_written_plots(tmp_path) -> None:
         "| MACs skipping zeros | 1.0 k | 250 | 4.0× fewer MACs |",
         "| stored size | 4.0 MiB | 1.0 MiB | 4.0× smaller |",
         "| latency | 10.0 ms | 5.00 ms | 2.0× faster |",
-        "| accuracy | 98 | 97.5 | -0.5 |",
+        "| accuracy | 98.00 | 97.50 | -0.50 |",
         "| fc1.weight | 800 | 80 | 90.0 % | 90.0 % |",
         "| fc\\|2.weight | 200 | 20 | — | 90.0 % |",
         "- **wall time**: 1 min 01 s",

@@ -17,6 +17,7 @@ from .checkpoints import load_weights, save_weights
 from .cli_at_init import add_commands as add_at_init_commands
 from .cli_oneshot import add_command as add_oneshot_command
 from .cli_run import add_command as add_run_command
+from .cli_sweep import add_command as add_sweep_command
 from .data import dataset_names, load_dataset, make_loader
 from .demo import DemoConfig, run_demo
 from .scoring import SCORERS
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_methods(commands)
     add_at_init_commands(commands)
     add_run_command(commands, _common())
+    add_sweep_command(commands, _common())
     add_oneshot_command(commands)
     return parser
 

@@ -65,7 +65,7 @@ def summary_table(record: RunRecord) -> Table:
     before, after = record.before.metrics, record.after.metrics
     for name in [*before, *(k for k in after if k not in before)]:
         old, new = before.get(name), after.get(name)
-        change = f"{new - old:+.3g}" if old is not None and new is not None else "—"
+        change = f"{new - old:+.2f}" if old is not None and new is not None else "—"
         rows.append((name, _metric(old), _metric(new), change))
     return ("measure", "before", "after", "change"), rows
 
@@ -111,7 +111,10 @@ def run_facts(record: RunRecord) -> list[tuple[str, str]]:
 
 
 def _metric(value: float | None) -> str:
-    return "—" if value is None else f"{value:.4g}"
+    """Two decimals (98.25, 89.00), or four significant digits below 1 (0.8327, 0.0012)."""
+    if value is None:
+        return "—"
+    return f"{value:.2f}" if abs(value) >= 1 else f"{value:.4g}"
 
 
 def recipe_text(record: RunRecord) -> str:
