@@ -7,12 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from prunekit.checkpoints import load_weights
+from prunekit.activations import prune_activations
+from prunekit.checkpoints import load_weights, read_weights
 from prunekit.cli import main
 from prunekit.data import load_dataset, make_loader, subset
 from prunekit.graph import load_pruned
 from prunekit.masks import Masks
 from prunekit.recipes import load_recipe
+from prunekit.recipes._setup import prepare
 from prunekit.reporting import RunRecord
 from prunekit.training import evaluate
 from prunekit.zoo import get_model
@@ -22,7 +24,7 @@ EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.yaml"))
 
 def test_there_is_an_example_for_every_family():
     families = {load_recipe(p).family for p in EXAMPLES if "minilm" not in p.name}
-    assert families >= {"unstructured", "at_init", "lottery", "structured"}
+    assert families >= {"unstructured", "at_init", "lottery", "structured", "activations"}
 
 
 def run_example(path: Path, out: Path) -> RunRecord:
@@ -117,6 +119,31 @@ def test_structured_example(path, tmp_path):
     assert changed
     assert all(c.after % recipe.method.round_to == 0 for c in changed)
     assert record.after.macs < record.before.macs
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in EXAMPLES if load_recipe(p).family == "activations"], ids=lambda p: p.stem
+)
+def test_activations_example(path, tmp_path):
+    record, recipe = run_example(path, tmp_path), load_recipe(path)
+    m = recipe.method
+    assert record.layers and all(abs(row.sparsity - m.sparsity) <= 0.01 for row in record.layers)
+    assert record.after.metrics["activation_sparsity"] == pytest.approx(100 * m.sparsity, abs=1.0)
+    dense = prepare(recipe, progress=False).model  # the pre-pruning model (pre-training is seeded)
+    stored = read_weights(tmp_path / "model.safetensors")
+    assert stored.keys() == dense.state_dict().keys()
+    assert all(torch.equal(stored[k], v) for k, v in dense.state_dict().items())
+    assert record.after.nonzeros == record.before.nonzeros
+    assert test_accuracy(dense, recipe) == pytest.approx(record.before.metrics["accuracy"])
+    settings = {"fraction": m.sparsity}
+    if "thresholds" in record.outputs:
+        settings = {"threshold": json.loads((tmp_path / "thresholds.json").read_text())["thresholds"]}
+    with prune_activations(dense, [*m.layers, *m.module_types], per=m.per, **settings):
+        assert test_accuracy(dense, recipe) == pytest.approx(record.after.metrics["accuracy"])
+    if m.sweep:
+        ((_, points),) = record.curves[0].series.items()
+        assert len(points) == len({0.0, m.sparsity, *m.sweep})
+        assert [a for a, _ in points] == sorted(a for a, _ in points)
 
 
 @pytest.mark.parametrize("path", [p for p in EXAMPLES if "minilm" in p.name], ids=lambda p: p.stem)

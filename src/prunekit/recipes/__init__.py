@@ -1,7 +1,7 @@
 """Recipes: a YAML file describing a whole pruning job, validated up front, run by ``prunekit run``."""
 
 from ._parse import RecipeError
-from .methods import FAMILIES, AtInit, Lottery, OneShot, Structured, Unstructured
+from .methods import FAMILIES, Activations, AtInit, Lottery, OneShot, Structured, Unstructured
 from .runner import run_recipe
 from .schema import EXPORTS, Recipe, dump_recipe, load_recipe, parse_recipe
 from .sections import DataSpec, ModelSpec, TrainSpec
@@ -9,6 +9,7 @@ from .sections import DataSpec, ModelSpec, TrainSpec
 __all__ = [
     "EXPORTS",
     "FAMILIES",
+    "Activations",
     "AtInit",
     "DataSpec",
     "Lottery",

@@ -1,4 +1,7 @@
-"""One run per pruning family, each composing the library's own entry points; dispatched by ``RUNS``."""
+"""One run per pruning family, each composing the library's own entry points; dispatched by ``RUNS``.
+
+``activations`` lives in :mod:`._activations`.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,6 @@ import copy
 import logging
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,31 +27,16 @@ from ..lottery import find_ticket
 from ..masks import Masks
 from ..oneshot import prune_oneshot
 from ..plan import apply_plan, build_plan
-from ..reporting import ChannelChange, Curve
+from ..reporting import ChannelChange
 from ..schedules import GradualPruning, iterative_prune
 from ..structured_schedule import prune_iteratively
+from ._activations import run_activations
+from ._outcome import Outcome
+from ._outcome import curve as _curve
 from ._setup import Job
 
 log = logging.getLogger("prunekit")
 _NEEDS_GRAD = ("taylor", "obd")  # structured importances that read .grad
-
-
-@dataclass
-class Outcome:
-    """What a family's run produced; ``reference`` is the dense model to compare with (default: the input)."""
-
-    model: nn.Module
-    masks: Masks | None = None
-    reference: nn.Module | None = None
-    plan: tuple[ChannelChange, ...] = ()
-    curves: list[Curve] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-
-def _curve(
-    title: str, x: str, y: str, series: dict[str, list[tuple[float, float]]], log_x: bool = False
-) -> Curve:
-    return Curve(title, x, y, {k: tuple(v) for k, v in series.items()}, log_x)
 
 
 def run_unstructured(job: Job) -> Outcome:
@@ -206,4 +193,5 @@ RUNS: dict[str, Callable[[Job], Outcome]] = {
     "lottery": run_lottery,
     "structured": run_structured,
     "oneshot": run_oneshot,
+    "activations": run_activations,
 }

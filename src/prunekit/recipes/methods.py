@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from torch import nn
+
+from ..activations import PER_CHOICES
 from ..graph import IMPORTANCES
 from ..lottery import CONTROLS, LotteryConfig
 from ..oneshot import METHODS as ONESHOT_METHODS
@@ -17,6 +21,7 @@ from ..structured_schedule import SCHEDULES as STRUCTURED_SCHEDULES
 from ._parse import check_fraction, check_one_of, check_positive, fail, wrapped
 
 UNSTRUCTURED_SCHEDULES = ("oneshot", "iterative", "gradual")
+ACTIVATION_MODES = ("topk", "threshold")
 
 
 @dataclass(frozen=True)
@@ -179,9 +184,81 @@ class OneShot:
         return self.config().target
 
 
+@dataclass(frozen=True)
+class Activations:
+    """Ephemeral activation pruning (:mod:`prunekit.activations`); the weights are never changed.
+
+    ``layers``: module names or globs; ``types``: module classes (``Linear``, ``torch.nn.ReLU``,
+    ``package.module:Class``). ``mode: topk`` zeroes the fraction ``sparsity`` of every sample's (or
+    token's) activations; ``mode: threshold`` zeroes |a| below ``threshold``, or below per-layer
+    thresholds calibrated on ``calibration_samples`` training samples to realise ``sparsity``.
+    ``sweep``: more top-k fractions, measured for an accuracy curve.
+    """
+
+    FAMILY: ClassVar[str] = "activations"
+    layers: tuple[str, ...] = ()
+    types: tuple[str, ...] = ()
+    mode: str = "topk"
+    per: str = "sample"
+    sparsity: float | None = None
+    threshold: float | None = None
+    calibration_samples: int | None = None
+    sweep: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.layers and not self.types:
+            fail("layers", "missing; give module names or globs (e.g. [fc1, fc2]) and/or types: [Linear]")
+        for i, name in enumerate(self.types):
+            module_type(name, f"types[{i}]")
+        check_one_of(self.mode, "mode", ACTIVATION_MODES, "mode")
+        check_one_of(self.per, "per", PER_CHOICES, "per")
+        check_fraction(self.sparsity, "sparsity", "the fraction of activations zeroed")
+        if self.mode == "topk" and self.sparsity is None:
+            fail("sparsity", "missing; mode topk needs the fraction of activations zeroed, e.g. 0.5")
+        if self.mode == "topk" and self.threshold is not None:
+            fail("threshold", "applies to mode: threshold only; remove it or set mode: threshold")
+        if self.mode == "threshold" and (self.sparsity is None) == (self.threshold is None):
+            fail("sparsity", "mode threshold needs exactly one of sparsity (calibrated) or threshold (fixed)")
+        if self.threshold is not None and not self.threshold >= 0:
+            fail("threshold", f"must be >= 0 (|a| below it is zeroed), got {self.threshold}")
+        if self.calibration_samples is not None and not self.calibrates:
+            fail("calibration_samples", "applies to mode: threshold with sparsity (calibration) only")
+        check_positive(self.calibration_samples, "calibration_samples")
+        if self.sweep and self.mode != "topk":
+            fail("sweep", "lists top-k fractions; it applies to mode: topk only")
+        for i, fraction in enumerate(self.sweep):
+            check_fraction(fraction, f"sweep[{i}]", "a fraction of activations zeroed")
+
+    @property
+    def calibrates(self) -> bool:
+        """Whether per-layer thresholds are calibrated on training samples."""
+        return self.mode == "threshold" and self.sparsity is not None
+
+    @property
+    def samples(self) -> int:
+        """Training samples used for calibration (default 256)."""
+        return self.calibration_samples or 256
+
+    @property
+    def module_types(self) -> tuple[type[nn.Module], ...]:
+        return tuple(module_type(name, f"types[{i}]") for i, name in enumerate(self.types))
+
+
+def module_type(name: str, field: str) -> type[nn.Module]:
+    """The ``nn.Module`` subclass named ``Linear`` (in ``torch.nn``), ``a.b.Class`` or ``a.b:Class``."""
+    module_name, _, attr = name.rpartition(":") if ":" in name else name.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module_name or "torch.nn"), attr, None)
+    except ImportError:
+        found = None
+    if not (isinstance(found, type) and issubclass(found, nn.Module)):
+        fail(field, f"{name!r} is not an nn.Module class; e.g. Linear, ReLU, torch.nn.Conv2d, pkg.mod:Block")
+    return found
+
+
 def _values(spec: object) -> dict[str, Any]:
     return {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}  # type: ignore[arg-type]
 
 
-FAMILIES = {cls.FAMILY: cls for cls in (Unstructured, AtInit, Lottery, Structured, OneShot)}
-MethodSpec = Unstructured | AtInit | Lottery | Structured | OneShot
+FAMILIES = {cls.FAMILY: cls for cls in (Unstructured, AtInit, Lottery, Structured, OneShot, Activations)}
+MethodSpec = Unstructured | AtInit | Lottery | Structured | OneShot | Activations

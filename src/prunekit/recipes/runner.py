@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import time
 from pathlib import Path
+
+import torch
 
 from ..checkpoints import save_weights
 from ..reporting import RunRecord, write_reports
@@ -35,9 +38,12 @@ def run_recipe(
     reference = outcome.reference if outcome.reference is not None else job.model
     before = measure(reference, job.example, job.evaluate(reference) if outcome.reference else dense_metrics)
     outputs = {"recipe": RESOLVED, **export(job, outcome, folder)}
-    after = measure(outcome.model, job.example, job.evaluate(outcome.model))
+    metrics = outcome.metrics if outcome.metrics is not None else job.evaluate(outcome.model)
+    after = measure(outcome.model, job.example, metrics)
     after = dataclasses.replace(after, stored_bytes=_stored_bytes(folder, outputs))
-    layers = layer_rows(outcome.model, outcome.masks, None) if outcome.masks is not None else ()
+    layers = outcome.layers
+    if outcome.masks is not None:
+        layers = layer_rows(outcome.model, outcome.masks, None)
     requested = getattr(recipe.method, "target", None)
     record = RunRecord(
         title=recipe.title or f"{recipe.family} pruning",
@@ -48,7 +54,11 @@ def run_recipe(
         layers=layers,
         plan=outcome.plan,
         curves=tuple(outcome.curves),
-        notes=(*([f"requested sparsity {requested:.4f}"] if requested is not None else []), *outcome.notes),
+        notes=(
+            *([f"requested sparsity {requested:.4f}"] if requested is not None else []),
+            *outcome.notes,
+            f"torch threads: {torch.get_num_threads()}",
+        ),
         seed=recipe.seed,
         wall_s=time.perf_counter() - start,
         outputs={**outputs, **REPORTS},
@@ -103,12 +113,20 @@ def _pretrained(job: Job, outcome: Outcome, folder: Path) -> str:
     return "pretrained"
 
 
+def _thresholds(job: Job, outcome: Outcome, folder: Path) -> str:
+    method = job.recipe.method
+    data = {"per": getattr(method, "per", None), "target_sparsity": getattr(method, "sparsity", None)}
+    (folder / "thresholds.json").write_text(json.dumps({**data, "thresholds": outcome.thresholds}, indent=2))
+    return "thresholds.json"
+
+
 _EXPORTERS = {
     "masks": _masks,
     "safetensors": _safetensors,
     "compressed": _compressed,
     "onnx": _onnx,
     "pretrained": _pretrained,
+    "thresholds": _thresholds,
 }
 _MODEL_FILES = ("compressed", "safetensors", "pretrained", "onnx")  # smallest-first preference
 

@@ -15,20 +15,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._parse import RecipeError, build, check_keys, check_one_of, coerce, fail
-from .methods import FAMILIES, MethodSpec
-from .sections import BUNDLED_HF, DataSpec, ModelSpec, TrainSpec
+import torch
 
-EXPORTS = ("masks", "safetensors", "compressed", "onnx", "pretrained")
+from ..activations import select_layers
+from ..zoo import get_model
+from ._parse import RecipeError, build, check_keys, check_one_of, coerce, fail, wrapped
+from .methods import FAMILIES, Activations, MethodSpec
+from .sections import BUNDLED_HF, DataSpec, ModelSpec, TrainSpec, resolve_factory
+
+EXPORTS = ("masks", "safetensors", "compressed", "onnx", "pretrained", "thresholds")
 DEFAULT_EXPORTS = {
     "unstructured": ("masks", "safetensors"),
     "at_init": ("masks", "safetensors"),
     "lottery": ("masks", "safetensors"),
     "structured": ("safetensors",),
     "oneshot": ("masks", "pretrained"),
+    "activations": ("safetensors",),
 }
 TOP_KEYS = ("title", "seed", "output", "model", "data", "method", "pretrain", "finetune", "export")
-_TRAINS_CLASSIFIER = ("unstructured", "structured")  # families that take pretrain (and finetune)
+_PRETRAINS = ("unstructured", "structured", "activations")  # families that take pretrain
+_NO_FINETUNE = ("lottery", "oneshot", "activations")
 
 
 @dataclass(frozen=True)
@@ -55,9 +61,9 @@ class Recipe:
             )
         if (self.data.text is not None) != hf_family:
             fail("data", f"family {family!r} needs {'text: shakespeare' if hf_family else 'a dataset'}")
-        if self.pretrain is not None and family not in _TRAINS_CLASSIFIER:
+        if self.pretrain is not None and family not in _PRETRAINS:
             fail("pretrain", f"does not apply to family {family!r}; remove it")
-        if self.finetune is not None and family in ("lottery", "oneshot"):
+        if self.finetune is not None and family in _NO_FINETUNE:
             fail("finetune", f"does not apply to family {family!r} (lottery: method.epochs); remove it")
         if getattr(self.method, "schedule", None) == "gradual" and not (
             self.finetune and self.finetune.epochs
@@ -67,7 +73,9 @@ class Recipe:
             )
         for i, kind in enumerate(self.export):
             check_one_of(kind, f"export[{i}]", EXPORTS, "export format")
-            _check_export(kind, family, f"export[{i}]")
+            _check_export(kind, self.method, f"export[{i}]")
+        if isinstance(self.method, Activations):
+            _check_layers(self.model, self.method)
 
     @property
     def family(self) -> str:
@@ -80,15 +88,30 @@ class Recipe:
         return {k: out[k] for k in TOP_KEYS if out[k] is not None}
 
 
-def _check_export(kind: str, family: str, field: str) -> None:
-    if kind == "masks" and family == "structured":
-        fail(field, "structured pruning removes channels and has no masks; export safetensors instead")
+def _check_export(kind: str, method: MethodSpec, field: str) -> None:
+    family = method.FAMILY
+    if kind == "masks" and family in ("structured", "activations"):
+        why = "removes channels" if family == "structured" else "changes no weights"
+        fail(field, f"{family} pruning {why} and has no masks; export safetensors instead")
+    if kind == "thresholds" and getattr(method, "mode", None) != "threshold":
+        fail(field, "'thresholds' (a JSON of per-layer thresholds) needs family activations, mode threshold")
     if kind == "pretrained" and family != "oneshot":
         fail(field, "'pretrained' (save_pretrained) needs a huggingface model")
     if kind == "onnx" and family == "oneshot":
         fail(field, "onnx export of Hugging Face models is not supported here; export pretrained")
     if kind == "onnx" and importlib.util.find_spec("onnxruntime") is None:
         fail(field, "onnx export needs `pip install prunekit[onnx]` (onnx, onnxscript, onnxruntime)")
+
+
+def _check_layers(model: ModelSpec, method: Activations) -> None:
+    """Every ``method.layers`` / ``method.types`` entry matches a module of the model (built on meta)."""
+    factory = get_model if model.zoo is not None else resolve_factory(model.factory or "")
+    args = (model.zoo,) if model.zoo is not None else ()
+    with torch.device("meta"):
+        built = wrapped("model.args", lambda: factory(*args, **model.args))
+    for field, specs in (("layers", method.layers), ("types", method.module_types)):
+        for i, spec in enumerate(specs):
+            wrapped(f"method.{field}[{i}]", lambda spec=spec: select_layers(built, [spec]))
 
 
 def parse_recipe(raw: Any, base_dir: str | os.PathLike[str] | None = None) -> Recipe:
@@ -113,7 +136,7 @@ def parse_recipe(raw: Any, base_dir: str | os.PathLike[str] | None = None) -> Re
         "finetune": build(TrainSpec, raw["finetune"], "finetune")
         if raw.get("finetune") is not None
         else None,
-        "export": coerce(raw.get("export", DEFAULT_EXPORTS[method.FAMILY]), tuple[str, ...], "export"),
+        "export": coerce(raw.get("export", _default_export(method)), tuple[str, ...], "export"),
         "seed": coerce(raw.get("seed", 0), int, "seed"),
         "output": coerce(raw.get("output"), str | None, "output"),
         "title": coerce(raw.get("title"), str | None, "title"),
@@ -122,6 +145,11 @@ def parse_recipe(raw: Any, base_dir: str | os.PathLike[str] | None = None) -> Re
 
 
 _HINT = " (see examples/*.yaml)"
+
+
+def _default_export(method: MethodSpec) -> tuple[str, ...]:
+    extra = ("thresholds",) if getattr(method, "mode", None) == "threshold" else ()
+    return (*DEFAULT_EXPORTS[method.FAMILY], *extra)
 
 
 def _method(raw: Any) -> MethodSpec:
