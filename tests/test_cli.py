@@ -159,3 +159,18 @@ def test_structured_prune_bad_input_is_a_clear_error(tmp_path, lenet5_weights, c
     assert main([*args, str(tmp_path / "o"), "--input-shape", "1,1,28,28", *extra]) == 2
     err = capsys.readouterr().err
     assert err.startswith("prunekit prune: error:") and message in err
+
+
+def test_every_command_accepts_quiet() -> None:
+    from prunekit.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    missing = [name for name, sub in commands.items() if "quiet" not in {a.dest for a in sub._actions}]
+    assert not missing, f"commands without --quiet: {missing}"
+
+
+def test_prune_at_init_runs_through_main(tmp_path, capsys):
+    argv = ["prune-at-init", "--method", "magnitude", "--sparsity", "0.5", "--dataset", "mnist"]
+    assert main([*argv, "--out", str(tmp_path), "--quiet"]) == 0
+    masks = Masks.load(tmp_path / "masks.safetensors")
+    assert masks.sparsity == pytest.approx(0.5, abs=1e-5)

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from ._checks import check_positive_int, check_sparsity
 from .api import target_names
@@ -45,6 +46,7 @@ def iterative_masks(
     prior: Masks | None = None,
     on_collapse: str = "warn",
     seed: int = 0,
+    progress: bool = False,
 ) -> Masks:
     """Masks at ``sparsity`` after ``rounds`` rounds of score → select, each keeping earlier prunings.
 
@@ -52,7 +54,8 @@ def iterative_masks(
     SynFlow paper; ``"linear"`` steps the sparsity linearly; ``rounds=1`` is one-shot pruning. Round k
     equals ``compute_masks(model, method, s_k, prior=masks_{k-1}, ...)`` with the other arguments as in
     :func:`prunekit.compute_masks` (element-wise pattern only). The model's weights, buffers and mode
-    are unchanged. ``on_collapse`` is checked on the final masks only.
+    are unchanged. ``on_collapse`` is checked on the final masks only. ``progress`` shows a tqdm bar
+    over the rounds.
     """
     check_sparsity(sparsity)
     check_positive_int(rounds, "rounds")
@@ -62,7 +65,8 @@ def iterative_masks(
     check_selection({n: params[n].shape for n in names}, sparsity, scope, "element", overrides, on_collapse)
     masks = prior if prior is not None else Masks.ones(model, names)
     masks.validate(model)
-    for step in sparsity_steps(sparsity, rounds, schedule):
+    steps = sparsity_steps(sparsity, rounds, schedule)
+    for step in tqdm(steps, desc=f"{method} rounds", disable=not progress or rounds == 1, leave=False):
         request = ScoringInput(
             model=model,
             names=tuple(names),

@@ -84,6 +84,7 @@ def run_prune_at_init(args: argparse.Namespace) -> int:
         data=data,
         seed=args.seed,
         on_collapse="ignore",
+        progress=not args.quiet,
     )
     report = analyse_collapse(model, masks, example)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -169,6 +170,7 @@ def _model_arguments(p: argparse.ArgumentParser, default_model: str = "lenet_300
     p.add_argument("--batches", type=int, default=1, help="batches of 256 samples for data-driven scorers")
     p.add_argument("--seed", type=int, default=0, help="initialisation and data seed")
     p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or info logs")
 
 
 def _build(args: argparse.Namespace) -> tuple[nn.Module, torch.Tensor, list]:

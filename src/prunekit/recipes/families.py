@@ -98,7 +98,7 @@ def run_at_init(job: Job) -> Outcome:
     log.info("scoring at initialisation: %s, %d iteration(s)", m.scorer, m.iterations)
     masks = iterative_masks(
         job.model, m.scorer, m.target, m.iterations, scope=m.scope, data=job.loader(), max_batches=m.batches,
-        seed=job.recipe.seed, on_collapse="ignore",
+        seed=job.recipe.seed, on_collapse="ignore", progress=job.progress,
     )  # fmt: skip
     report = analyse_collapse(job.model, masks, job.example)
     notes = [line for line in report.to_text().splitlines()]
