@@ -126,8 +126,8 @@ def prune_oneshot(
     masks: dict[str, torch.Tensor] = {}
 
     def prune_block(index: int, layers: dict[str, nn.Module], stats: dict[str, LayerStats]) -> None:
-        for name, module in layers.items():
-            w, keep = _prune_layer(weight_matrix(module), stats[name], sparsities[index], config)
+        for name, module in layers.items():  # each layer's statistics are freed once it is pruned
+            w, keep = _prune_layer(weight_matrix(module), stats.pop(name), sparsities[index], config)
             set_weight_matrix(module, w)
             masks[f"{name}.weight"] = keep.T.contiguous() if is_conv1d(module) else keep
 
@@ -149,6 +149,7 @@ def _prune_layer(
             config.nm,
             blocksize=config.blocksize,
             percdamp=config.percdamp,
+            overwrite_xtx=True,  # the statistics are dropped once the layer is pruned
         )
     if config.method == "wanda":
         keep = wanda_mask(w, stats.sq_norms, sparsity, config.nm)

@@ -4,7 +4,8 @@ The inputs of the first block are captured once (a pre-hook stops the forward th
 block in turn, forward hooks on its Linear layers accumulate input statistics over every calibration
 batch, the block is pruned from them, and the block is run again — now pruned — so its outputs become
 the next block's inputs. Only one block's activations (one hidden-state tensor per batch, overwritten
-in place) and that block's statistics are alive beyond the model itself.
+in place) and that block's statistics are alive beyond the model itself; freed heap memory is handed
+back to the OS between blocks (glibc ``malloc_trim``), so the resident size follows the live tensors.
 
 Data parallel: when ``torch.distributed`` is initialised, each rank passes its own calibration batches;
 the statistics are summed across ranks (``all_reduce``) before pruning, and the pruned block is
@@ -15,7 +16,10 @@ float64, so the summation order does not change the masks in practice.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import fnmatch
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +30,7 @@ from torch import nn
 
 BLOCK_LIST_NAMES = ("layer", "layers", "h", "blocks", "block")
 STATS_KINDS = ("none", "diag", "full")
+STATS_CHUNK_TOKENS = 256
 
 
 @dataclass
@@ -42,12 +47,15 @@ class LayerStats:
         self.xtx = torch.zeros(shape, dtype=torch.float64)
 
     def add(self, x: torch.Tensor) -> None:
-        x = x.detach().reshape(-1, self.features).double()  # (tokens, in)
+        x = x.detach().reshape(-1, self.features)  # (tokens, in)
         self.tokens += x.shape[0]
-        if self.kind == "full":
-            self.xtx.addmm_(x.T, x)
-        else:
+        if self.kind != "full":
+            x = x.double()
             self.xtx += (x * x).sum(0)
+            return
+        for chunk in x.split(STATS_CHUNK_TOKENS):  # float64 copies of a few tokens, not of the batch
+            chunk = chunk.double()
+            self.xtx.addmm_(chunk.T, chunk)
 
     @property
     def sq_norms(self) -> torch.Tensor:
@@ -105,11 +113,19 @@ class _StopForward(Exception):
 def capture_block_inputs(
     model: nn.Module, first_block: nn.Module, batches: Sequence[Mapping[str, torch.Tensor]]
 ) -> list[tuple[list[Any], dict[str, Any]]]:
-    """Positional and keyword inputs of the first block for every calibration batch."""
+    """Positional and keyword inputs of the first block for every calibration batch.
+
+    The hidden states are copies (calibration overwrites them in place, block after block).
+    """
     captured: list[tuple[list[Any], dict[str, Any]]] = []
 
     def hook(_mod: nn.Module, args: tuple, kwargs: dict) -> None:
-        captured.append((list(args), dict(kwargs)))
+        args, kwargs = list(args), dict(kwargs)
+        if args:
+            args[0] = args[0].clone()
+        else:
+            kwargs["hidden_states"] = kwargs["hidden_states"].clone()
+        captured.append((args, kwargs))
         raise _StopForward
 
     handle = first_block.register_forward_pre_hook(hook, with_kwargs=True)
@@ -138,28 +154,55 @@ def calibrate_blocks(
     """Run the stack block by block, calling ``prune_block(index, layers, stats)`` for every block.
 
     ``stats``: ``"full"`` accumulates ``XXᵀ`` (SparseGPT), ``"diag"`` only ``‖X_j‖²`` (Wanda), ``"none"``
-    nothing (magnitude). ``prune_block`` modifies the block's layers in place; the pruned block's
-    outputs feed the next block.
+    nothing (magnitude). ``prune_block`` modifies the block's layers in place (and may pop used entries
+    of ``stats`` to free them early); the pruned block's outputs feed the next block.
     """
     prefix, blocks = find_blocks(model)
     inputs = capture_block_inputs(model, blocks[0], batches)
     for index, block in enumerate(blocks):
         layers = prunable_layers(block, f"{prefix}.{index}", skip)
-        layer_stats = {n: LayerStats(stats, weight_matrix(m).shape[1]) for n, m in layers.items()}
-        handles = []
-        if stats != "none":
-            handles = [m.register_forward_hook(_stats_hook(layer_stats[n])) for n, m in layers.items()]
-        try:
-            _run_block(block, inputs, replace=False)
-        finally:
-            for handle in handles:
-                handle.remove()
-        for s in layer_stats.values():
-            s.all_reduce()
+        layer_stats = _collect_stats(block, layers, inputs, stats)
+        _release_freed_memory()
         prune_block(index, layers, layer_stats)
+        del layer_stats  # freed before the next block's statistics are allocated
         _broadcast_block(block)
-        del layer_stats
         _run_block(block, inputs, replace=True)
+        _release_freed_memory()
+
+
+def _release_freed_memory() -> None:
+    """Return freed heap pages to the OS (glibc ``malloc_trim``; a no-op elsewhere).
+
+    glibc keeps freed blocks of a few MB in its heap, where the long-lived statistics and hidden
+    states fragment it: measured on MiniLM, 30–60 MB of free heap stayed resident between blocks.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim():
+    libc = ctypes.util.find_library("c")
+    return getattr(ctypes.CDLL(libc), "malloc_trim", None) if libc else None
+
+
+def _collect_stats(
+    block: nn.Module, layers: dict[str, nn.Module], inputs: list[tuple[list[Any], dict[str, Any]]], kind: str
+) -> dict[str, LayerStats]:
+    """Input statistics of ``layers`` over every calibration batch, summed over ranks."""
+    layer_stats = {n: LayerStats(kind, weight_matrix(m).shape[1]) for n, m in layers.items()}
+    handles = []
+    if kind != "none":
+        handles = [m.register_forward_hook(_stats_hook(layer_stats[n])) for n, m in layers.items()]
+    try:
+        _run_block(block, inputs, replace=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    for layer in layer_stats.values():
+        layer.all_reduce()
+    return layer_stats
 
 
 def _run_block(block: nn.Module, inputs: list[tuple[list[Any], dict[str, Any]]], *, replace: bool) -> None:
@@ -169,10 +212,8 @@ def _run_block(block: nn.Module, inputs: list[tuple[list[Any], dict[str, Any]]],
             if not replace:
                 continue
             hidden = out[0] if isinstance(out, (tuple, list)) else out
-            if args:
-                args[0] = hidden
-            else:
-                kwargs["hidden_states"] = hidden
+            # In place: the long-lived inputs keep their memory, so the allocator does not fragment.
+            (args[0] if args else kwargs["hidden_states"]).copy_(hidden)
 
 
 def _broadcast_block(block: nn.Module) -> None:

@@ -55,24 +55,35 @@ def wanda_mask(
     return row_keep_mask(wanda_scores(weight, sq_norms), sparsity, pattern)
 
 
-def damped_hessian(xtx: torch.Tensor, tokens: int, percdamp: float) -> torch.Tensor:
+def damped_hessian(
+    xtx: torch.Tensor, tokens: int, percdamp: float, *, overwrite: bool = False
+) -> torch.Tensor:
     """``H = 2XXᵀ/tokens + λI`` with ``λ = percdamp · mean(diag H)``; dead inputs get ``H_jj = 1``.
 
     ``xtx`` is the running sum ``XXᵀ`` (in, in) over ``tokens`` calibration tokens; scaling by the
-    token count does not change the solution, only keeps the numbers in range.
+    token count does not change the solution, only keeps the numbers in range. ``overwrite`` computes
+    ``H`` in the memory of a float64 ``xtx`` (destroying it) instead of a new (in, in) matrix.
     """
-    h = xtx.double() * (2.0 / max(tokens, 1))  # (in, in)
-    dead = torch.diagonal(h) == 0
-    h[dead, dead] = 1.0
-    damp = percdamp * torch.diagonal(h).mean()
-    return h + damp * torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
+    h = xtx.double()
+    scale = 2.0 / max(tokens, 1)
+    h = h.mul_(scale) if overwrite or h is not xtx else h * scale  # (in, in)
+    diag = torch.diagonal(h)
+    diag[diag == 0] = 1.0
+    diag.add_(percdamp * diag.mean())
+    return h
 
 
-def inverse_hessian_cholesky(h: torch.Tensor) -> torch.Tensor:
+def inverse_hessian_cholesky(h: torch.Tensor, *, overwrite: bool = False) -> torch.Tensor:
     """Upper Cholesky factor ``U`` of ``H⁻¹`` (``H⁻¹ = UᵀU``): row ``q`` of ``U`` holds, scaled, the
-    inverse Hessian of the columns not yet swept when the sweep reaches ``q``."""
-    lower = torch.linalg.cholesky(h)
-    return torch.linalg.cholesky(torch.cholesky_inverse(lower), upper=True)
+    inverse Hessian of the columns not yet swept when the sweep reaches ``q``.
+
+    Each factor is copied back into one work matrix, returned as ``U``: ``h`` itself with ``overwrite``
+    (destroying it), else a copy. At most two (in, in) matrices are alive at once.
+    """
+    work = h if overwrite else h.clone()
+    work.copy_(torch.linalg.cholesky(work))  # lower L, H = LLᵀ
+    work.copy_(torch.cholesky_inverse(work))  # H⁻¹
+    return work.copy_(torch.linalg.cholesky(work, upper=True))
 
 
 def obs_remove_one(weight_row: torch.Tensor, h_inv: torch.Tensor, q: int) -> torch.Tensor:
@@ -93,6 +104,7 @@ def sparsegpt(
     *,
     blocksize: int = 128,
     percdamp: float = 0.01,
+    overwrite_xtx: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """SparseGPT on one (out, in) weight: returns ``(updated weight, keep-mask)``.
 
@@ -102,12 +114,14 @@ def sparsegpt(
     chosen as the sweep reaches it: per row, the block's share of ``round(sparsity · in)`` columns with the
     lowest ``w² / U_qq²`` (adaptive mask selection), or for N:M the ``m − n`` lowest of each group of
     ``m`` columns when the sweep reaches the group. Computed in float64; the result has the input dtype.
+    ``overwrite_xtx`` lets the solver use a float64 ``xtx`` as its work memory (``xtx`` is destroyed):
+    the solve then adds at most one (in, in) matrix above the statistics instead of two.
     """
     out, cols = weight.shape  # (out, in)
-    w = weight.detach().double().clone()
-    h = damped_hessian(xtx, tokens, percdamp)
+    w = weight.detach().to(torch.float64, copy=True)
     w[:, torch.diagonal(xtx) == 0] = 0.0
-    u = inverse_hessian_cholesky(h)  # (in, in), upper
+    h = damped_hessian(xtx, tokens, percdamp, overwrite=overwrite_xtx)  # ours, or xtx given away
+    u = inverse_hessian_cholesky(h, overwrite=True)  # (in, in), upper, in h's memory
     keep = torch.ones(out, cols, dtype=torch.bool, device=w.device)
     for i1 in range(0, cols, blocksize):
         i2 = min(i1 + blocksize, cols)

@@ -1,0 +1,100 @@
+"""Memory behaviour of one-shot calibration: what is kept alive, for how long, and what is overwritten."""
+
+import weakref
+
+import pytest
+import torch
+from torch import nn
+
+from prunekit.oneshot import OneShotConfig, calibrate_blocks, capture_block_inputs, prune_oneshot, sparsegpt
+from prunekit.oneshot.solvers import damped_hessian, inverse_hessian_cholesky
+
+
+class Stack(nn.Module):
+    """Three MLP blocks fed the caller's tensor directly, as LLaMA feeds ``inputs_embeds``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.layers = nn.ModuleList(
+            nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 8)) for _ in range(3)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def _batches(n: int = 3) -> list[dict[str, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(0)
+    return [{"x": torch.randn(5, 8, generator=gen)} for _ in range(n)]
+
+
+def _xtx(cols: int = 12, tokens: int = 64) -> torch.Tensor:
+    x = torch.randn(tokens, cols, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    x[:, 3] = 0.0  # a dead input
+    return x.T @ x  # (in, in)
+
+
+def test_block_statistics_are_freed_before_the_next_block_runs():
+    model, previous, dead_at_next_block = Stack(), [], []
+
+    def prune_block(_index, _layers, stats):
+        for s in stats.values():
+            assert not s.xtx.requires_grad and s.xtx.grad_fn is None
+        previous[:] = [weakref.ref(s.xtx) for s in stats.values()]
+
+    def check(_module, _args):
+        dead_at_next_block.append([ref() is None for ref in previous])
+
+    for layer in model.layers:
+        layer.register_forward_pre_hook(check)
+    calibrate_blocks(model, _batches(), prune_block, stats="full")
+    # Batches of block 0 (nothing before), then block 1 and 2 runs: the earlier block's XXᵀ are gone.
+    stats_runs = [flags for flags in dead_at_next_block if flags]
+    assert stats_runs and all(all(flags) for flags in stats_runs)
+
+
+def test_captured_inputs_are_detached_copies():
+    model, data = Stack(), _batches()
+    for (args, _kwargs), batch in zip(capture_block_inputs(model, model.layers[0], data), data, strict=True):
+        assert args[0].grad_fn is None and not args[0].requires_grad
+        assert args[0].data_ptr() != batch["x"].data_ptr()
+        assert torch.equal(args[0], batch["x"])
+
+
+def test_in_place_block_updates_leave_the_callers_batches_untouched():
+    model, data = Stack(), _batches()
+    originals = [b["x"].clone() for b in data]
+    result = prune_oneshot(model, data, OneShotConfig(method="sparsegpt", sparsity=0.5, blocksize=4))
+    assert all(torch.equal(b["x"], o) for b, o in zip(data, originals, strict=True))
+    assert result.masks.sparsity == pytest.approx(0.5)
+
+
+def test_sparsegpt_overwriting_xtx_gives_identical_results_and_default_keeps_it():
+    xtx = _xtx()
+    w = torch.randn(6, 12, generator=torch.Generator().manual_seed(3))
+    before = xtx.clone()
+    kept = sparsegpt(w, xtx, 64, 0.5, blocksize=4)
+    assert torch.equal(xtx, before)
+    overwritten = sparsegpt(w, xtx, 64, 0.5, blocksize=4, overwrite_xtx=True)
+    assert not torch.equal(xtx, before)  # used as work memory
+    assert torch.equal(kept[0], overwritten[0]) and torch.equal(kept[1], overwritten[1])
+    assert torch.all(kept[0][:, 3] == 0)  # the dead input's column
+
+
+def test_in_place_hessian_and_factor_equal_the_textbook_formulas():
+    xtx = _xtx()
+    h_ref = xtx * (2.0 / 64)
+    h_ref[3, 3] = 1.0
+    h_ref += 0.01 * torch.diagonal(h_ref).mean() * torch.eye(12, dtype=torch.float64)
+    h = damped_hessian(xtx.clone(), 64, 0.01, overwrite=True)
+    torch.testing.assert_close(h, h_ref, rtol=1e-15, atol=0)
+    u_ref = torch.linalg.cholesky(torch.linalg.inv(h_ref), upper=True)
+    work = h.clone()
+    u = inverse_hessian_cholesky(work, overwrite=True)
+    assert u.data_ptr() == work.data_ptr()  # U is returned in the work matrix's memory
+    torch.testing.assert_close(u, u_ref, rtol=1e-10, atol=1e-12)
+    assert torch.equal(inverse_hessian_cholesky(h), u)
+    assert torch.equal(h, damped_hessian(xtx, 64, 0.01))  # overwrite=False left h untouched
