@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -171,7 +172,7 @@ def _groups(members: list[Member], roots: list[np.ndarray]) -> tuple[Group, ...]
     """Channels (union-find roots) touching the same set of members form one group.
 
     Groups are ordered by the first member and position where one of their channels appears, and so are
-    the channels within a group. Vectorised over channels: a ResNet-50 has ~11,000 of them.
+    the channels within a group.
     """
     root_of, member_of, position_of = [], [], []
     for m, r in enumerate(roots):
@@ -186,28 +187,19 @@ def _groups(members: list[Member], roots: list[np.ndarray]) -> tuple[Group, ...]
     order = np.lexsort((mem, rts))  # by root, then member: each root's members in a run, ascending
     rts, mem, pos = rts[order], mem[order], pos[order]
     starts = np.flatnonzero(np.r_[True, rts[1:] != rts[:-1]])
-    lengths = np.diff(np.r_[starts, len(rts)])
-    signatures = np.full((len(starts), int(lengths.max())), -1, dtype=np.int64)  # (roots, members)
-    signatures[
-        np.repeat(np.arange(len(starts)), lengths), np.arange(len(rts)) - np.repeat(starts, lengths)
-    ] = mem
-    _, signature_of = np.unique(signatures, axis=0, return_inverse=True)
-    by_appearance = np.lexsort((pos[starts], mem[starts]))  # roots by (first member, position)
-    appearing = signature_of.ravel()[by_appearance]
-    _, first = np.unique(appearing, return_index=True)
-    rank = np.argsort(np.argsort(first))  # signature → group index, by first appearance
-    ordered = by_appearance[np.argsort(rank[appearing], kind="stable")]  # roots grouped, in order
-    bounds = np.cumsum(np.bincount(rank[appearing], minlength=len(first)))[:-1]
+    ends = np.r_[starts[1:], len(rts)]
+    by_signature: dict[bytes, list[int]] = defaultdict(list)
+    for k in np.lexsort((pos[starts], mem[starts])).tolist():  # roots by (first member, position)
+        by_signature[mem[starts[k] : ends[k]].tobytes()].append(int(rts[starts[k]]))
     groups = []
-    for index, group_roots in enumerate(np.split(ordered, bounds)):
-        chosen = signatures[group_roots[0]]
-        chosen = chosen[chosen >= 0].tolist()
-        order = rts[starts[group_roots]]  # the group's channel roots, channel c = order[c]
+    for index, (signature, channel_roots) in enumerate(by_signature.items()):
+        order = np.asarray(channel_roots, dtype=np.int64)
         sort = np.argsort(order)
         channel_of = []
+        chosen = np.frombuffer(signature, dtype=np.int64).tolist()
         for m in chosen:
-            at = np.clip(np.searchsorted(order[sort], roots[m]), 0, len(order) - 1)
-            hit = order[sort][at] == roots[m]
-            channel_of.append(np.where(hit, sort[at], -1))
+            pos = np.clip(np.searchsorted(order[sort], roots[m]), 0, len(order) - 1)
+            hit = order[sort][pos] == roots[m]
+            channel_of.append(np.where(hit, sort[pos], -1))
         groups.append(Group(index, tuple(members[m] for m in chosen), tuple(channel_of), len(order)))
     return tuple(groups)
