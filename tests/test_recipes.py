@@ -72,6 +72,11 @@ def recipe_with(**changes):
             "method.sparsity",
             ["exactly one"],
         ),
+        (
+            {"method": {"family": "at_init", "compression": 10, "collapse_curve": [1, 0]}},
+            "method.collapse_curve[1]",
+            ["log10 compression"],
+        ),
         ({"method": {"family": "oneshot"}}, "model", ["huggingface"]),
         ({"method__schedule": "gradual", "finetune": ...}, "finetune", ["gradual"]),
         ({"finetune__lr": 0}, "finetune.lr", ["> 0"]),

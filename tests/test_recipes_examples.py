@@ -90,6 +90,10 @@ def test_at_init_example(path, tmp_path):
     assert masks.numel - masks.kept == round(recipe.method.target * masks.numel)
     assert "layer collapse: no" in record.notes
     assert record.after.metrics["accuracy"] > record.before.metrics["accuracy"]  # trained from init
+    (curve,) = [c for c in record.curves if c.title == "Layer collapse"]
+    ((x, y),) = [p for p in curve.series[next(iter(curve.series))] if p[0] < 1.5]  # the 10× point
+    assert x == pytest.approx(1.0, abs=0.01) and y == 100.0  # 10×, as pruned above: no empty layer
+    assert len(curve.series[next(iter(curve.series))]) == len(recipe.method.collapse_curve)
 
 
 @pytest.mark.parametrize(

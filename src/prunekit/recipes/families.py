@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -21,13 +22,13 @@ from tqdm.auto import tqdm
 from ..api import compute_masks
 from ..at_init import iterative_masks
 from ..checkpoints import load_weights
-from ..collapse import analyse_collapse
+from ..collapse import analyse_collapse, collapse_curve
 from ..graph import DependencyGraph
 from ..lottery import find_ticket
 from ..masks import Masks
 from ..oneshot import prune_oneshot
 from ..plan import apply_plan, build_plan
-from ..reporting import ChannelChange
+from ..reporting import ChannelChange, Curve
 from ..schedules import GradualPruning, iterative_prune
 from ..structured_schedule import prune_iteratively
 from ._activations import run_activations
@@ -102,9 +103,27 @@ def run_at_init(job: Job) -> Outcome:
     )  # fmt: skip
     report = analyse_collapse(job.model, masks, job.example)
     notes = [line for line in report.to_text().splitlines()]
+    curves = [_collapse_curve(job)] if m.collapse_curve else []
     pruned = masks.apply(job.model)
     job.finetune(pruned, masks)
-    return Outcome(pruned, masks, notes=notes)
+    return Outcome(pruned, masks, notes=notes, curves=curves)
+
+
+def _collapse_curve(job: Job) -> Curve:
+    """Share of layers with weights left vs achieved log10 compression, for the recipe's scorer."""
+    m = job.recipe.method
+    swept = collapse_curve(
+        job.model, m.scorer, sorted(m.collapse_curve), iterations=m.iterations, example_inputs=job.example,
+        scope=m.scope, data=job.loader(), max_batches=m.batches, seed=job.recipe.seed,
+    )  # fmt: skip
+    points = [
+        (r.log10_compression, 100.0 * (1 - len(r.empty_layers) / len(r.layers)))
+        for r in swept.reports
+        if math.isfinite(r.log10_compression)
+    ]
+    label = m.scorer if m.iterations == 1 else f"{m.scorer}-{m.iterations}"
+    return _curve("Layer collapse", "log10 compression (dense / kept)", "layers with weights left (%)",
+                  {label: points})  # fmt: skip
 
 
 def run_lottery(job: Job) -> Outcome:

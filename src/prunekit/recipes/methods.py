@@ -75,7 +75,11 @@ class Unstructured:
 
 @dataclass(frozen=True)
 class AtInit:
-    """Masks at initialisation (SNIP, GraSP, SynFlow …) over ``iterations`` rounds, then training."""
+    """Masks at initialisation (SNIP, GraSP, SynFlow …) over ``iterations`` rounds, then training.
+
+    ``collapse_curve``: log10 compressions (e.g. ``[1, 2, 3, 4]``) at which the same scorer's masks are
+    also computed, for a layer-collapse curve (share of layers with weights left) in the report.
+    """
 
     FAMILY: ClassVar[str] = "at_init"
     scorer: str = "synflow"
@@ -84,6 +88,7 @@ class AtInit:
     iterations: int = 1
     scope: str = "global"
     batches: int = 1
+    collapse_curve: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         check_one_of(self.scorer, "scorer", SCORERS.names(), "scorer")
@@ -97,6 +102,9 @@ class AtInit:
             fail("compression", f"must be >= 1 (dense ÷ remaining weights), got {self.compression}")
         check_positive(self.iterations, "iterations")
         check_positive(self.batches, "batches")
+        for i, x in enumerate(self.collapse_curve):
+            if not 0 < x <= 12:
+                fail(f"collapse_curve[{i}]", f"must be a log10 compression in (0, 12] (2 = 100×), got {x}")
 
     @property
     def target(self) -> float:
