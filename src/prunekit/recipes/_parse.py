@@ -6,12 +6,29 @@ import contextlib
 import dataclasses
 import difflib
 import math
+import os
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+
+def read_yaml(
+    path: str | os.PathLike[str], what: str, error: Callable[[str, str], ValueError]
+) -> tuple[Any, Path]:
+    """The parsed YAML of file ``path`` and the path; a missing file or bad YAML names ``what`` it was."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} file {str(path)!r} does not exist")
+    try:
+        return yaml.safe_load(path.read_text()), path
+    except yaml.YAMLError as err:
+        raise error("", f"{str(path)!r} is not valid YAML: {' '.join(str(err).split())}") from None
 
 
 class RecipeError(ValueError):

@@ -19,7 +19,7 @@ import torch
 
 from ..activations import select_layers
 from ..zoo import get_model
-from ._parse import RecipeError, build, check_keys, check_one_of, coerce, fail, wrapped
+from ._parse import RecipeError, build, check_keys, check_one_of, coerce, fail, read_yaml, wrapped
 from .methods import FAMILIES, Activations, MethodSpec
 from .sections import BUNDLED_HF, DataSpec, ModelSpec, TrainSpec, resolve_factory
 
@@ -180,15 +180,7 @@ def _with_paths(raw: Any, base: Path) -> Any:
 
 def load_recipe(path: str | os.PathLike[str]) -> Recipe:
     """Read and validate a recipe YAML file; relative file paths in it are relative to its folder."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"recipe file {str(path)!r} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise RecipeError("", f"{str(path)!r} is not valid YAML: {' '.join(str(err).split())}") from None
+    raw, path = read_yaml(path, "recipe", RecipeError)
     return parse_recipe(raw, base_dir=path.parent)
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..recipes._parse import read_yaml
 from ..recipes.schema import TOP_KEYS
 
 BACKENDS = ("local", "ray")
@@ -126,15 +127,7 @@ def parse_sweep(raw: Any, base_dir: str | os.PathLike[str] | None = None) -> Swe
 
 def load_sweep(path: str | os.PathLike[str]) -> SweepSpec:
     """Read and validate a sweep YAML file."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"sweep file {str(path)!r} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise SweepError("", f"{str(path)!r} is not valid YAML: {' '.join(str(err).split())}") from None
+    raw, path = read_yaml(path, "sweep", SweepError)
     return parse_sweep(raw, base_dir=path.parent)
 
 
