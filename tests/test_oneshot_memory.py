@@ -72,13 +72,14 @@ def test_in_place_block_updates_leave_the_callers_batches_untouched():
     assert result.masks.sparsity == pytest.approx(0.5)
 
 
-def test_sparsegpt_overwriting_xtx_gives_identical_results_and_default_keeps_it():
-    xtx = _xtx()
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sparsegpt_overwriting_xtx_gives_identical_results_and_default_keeps_it(dtype):
+    xtx = _xtx().to(dtype)
     w = torch.randn(6, 12, generator=torch.Generator().manual_seed(3))
     before = xtx.clone()
-    kept = sparsegpt(w, xtx, 64, 0.5, blocksize=4)
+    kept = sparsegpt(w, xtx, 64, 0.5, blocksize=4, dtype=dtype)
     assert torch.equal(xtx, before)
-    overwritten = sparsegpt(w, xtx, 64, 0.5, blocksize=4, overwrite_xtx=True)
+    overwritten = sparsegpt(w, xtx, 64, 0.5, blocksize=4, dtype=dtype, overwrite_xtx=True)
     assert not torch.equal(xtx, before)  # used as work memory
     assert torch.equal(kept[0], overwritten[0]) and torch.equal(kept[1], overwritten[1])
     assert torch.all(kept[0][:, 3] == 0)  # the dead input's column
@@ -89,12 +90,33 @@ def test_in_place_hessian_and_factor_equal_the_textbook_formulas():
     h_ref = xtx * (2.0 / 64)
     h_ref[3, 3] = 1.0
     h_ref += 0.01 * torch.diagonal(h_ref).mean() * torch.eye(12, dtype=torch.float64)
-    h = damped_hessian(xtx.clone(), 64, 0.01, overwrite=True)
+    h = damped_hessian(xtx.clone(), 64, 0.01, dtype=torch.float64, overwrite=True)
     torch.testing.assert_close(h, h_ref, rtol=1e-15, atol=0)
+    h32 = damped_hessian(xtx, 64, 0.01)  # the default precision: a float32 copy
+    assert h32.dtype == torch.float32
+    torch.testing.assert_close(h32, h_ref.float(), rtol=1e-6, atol=0)
     u_ref = torch.linalg.cholesky(torch.linalg.inv(h_ref), upper=True)
     work = h.clone()
     u = inverse_hessian_cholesky(work, overwrite=True)
     assert u.data_ptr() == work.data_ptr()  # U is returned in the work matrix's memory
     torch.testing.assert_close(u, u_ref, rtol=1e-10, atol=1e-12)
     assert torch.equal(inverse_hessian_cholesky(h), u)
-    assert torch.equal(h, damped_hessian(xtx, 64, 0.01))  # overwrite=False left h untouched
+    assert torch.equal(h, damped_hessian(xtx, 64, 0.01, dtype=torch.float64))  # overwrite=False kept xtx
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_xtx_accumulates_in_the_hessian_dtype_and_diag_stays_float64(dtype):
+    model, seen = Stack(), {}
+
+    def record(index, _layers, stats):
+        if index == 0:
+            seen.update({(s.kind, n): s.xtx.clone() for n, s in stats.items()})
+
+    calibrate_blocks(model, _batches(), record, stats="full", hessian_dtype=dtype)
+    calibrate_blocks(model, _batches(), record, stats="diag", hessian_dtype=dtype)
+    x = torch.cat([b["x"] for b in _batches()]).double()  # (tokens, 8): the inputs of layers.0.0
+    full, diag = seen[("full", "layers.0.0")], seen[("diag", "layers.0.0")]
+    assert full.dtype == dtype and full.shape == (8, 8) and diag.dtype == torch.float64
+    rtol = 1e-6 if dtype == torch.float32 else 1e-13
+    torch.testing.assert_close(full.double(), x.T @ x, rtol=rtol, atol=rtol * float((x.T @ x).abs().max()))
+    torch.testing.assert_close(diag, (x * x).sum(0), rtol=1e-13, atol=0)

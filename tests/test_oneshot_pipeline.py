@@ -102,6 +102,26 @@ def test_sparsegpt_block_outputs_closer_to_dense_than_magnitude():
     assert error("sparsegpt") < error("wanda") < error("magnitude")
 
 
+def test_float32_hessian_prunes_like_float64():
+    model, data, held_out = tiny_bert(), batches(n=8), batches(n=2, seed=1)
+    results = {
+        d: prune_oneshot(model, data, OneShotConfig(sparsity=0.5, blocksize=16, hessian_dtype=d))
+        for d in ("float32", "float64")
+    }
+    assert OneShotConfig().hessian_dtype == "float32"
+    same = sum(int((results["float32"].masks[n] == k).sum()) for n, k in results["float64"].masks.items())
+    assert same >= 0.995 * sum(k.numel() for k in results["float64"].masks.values())
+
+    def error(result):
+        with torch.no_grad():
+            return sum(
+                float((result.model(**b).last_hidden_state - model(**b).last_hidden_state).norm())
+                for b in held_out
+            )
+
+    assert error(results["float32"]) == pytest.approx(error(results["float64"]), rel=0.02)
+
+
 def test_owl_allocation_keeps_the_mean_and_spreads_blocks():
     model = tiny_bert()
     cfg = OneShotConfig(method="wanda", sparsity=0.5, allocation="owl", owl_lambda=0.1, owl_threshold=2.0)
@@ -123,6 +143,7 @@ def test_owl_allocation_keeps_the_mean_and_spreads_blocks():
         ({"pattern": "4:8", "sparsity": None, "blocksize": 12}, "multiple of M=8"),
         ({"percdamp": 0.0}, "percdamp must be in"),
         ({"skip": "lm_head"}, "tuple of glob patterns"),
+        ({"hessian_dtype": "float16"}, "hessian_dtype must be one of 'float32', 'float64'; got 'float16'"),
     ],
 )
 def test_config_rejects_bad_values(kwargs, match):

@@ -43,7 +43,9 @@ def test_sparsegpt_beats_wanda_and_magnitude_and_not_the_lstsq_optimum(pattern):
     xtx = x @ x.T
     # Unstructured: one mask-selection block over all 32 columns; N:M: two lazy blocks of 16.
     blocksize = 32 if pattern is None else 16
-    w_sgpt, keep = sparsegpt(w, xtx, x.shape[1], 0.5, pattern, blocksize=blocksize, percdamp=0.01)
+    w_sgpt, keep = sparsegpt(
+        w, xtx, x.shape[1], 0.5, pattern, blocksize=blocksize, percdamp=0.01, dtype=torch.float64
+    )
     keep_wanda = wanda_mask(w, torch.diagonal(xtx), 0.5, pattern)
     keep_mag = magnitude_mask(w, 0.5, pattern)
     for k in (keep, keep_wanda, keep_mag):
@@ -73,11 +75,11 @@ def test_obs_single_removal_equals_constrained_least_squares():
 def test_sparsegpt_one_weight_unstructured_matches_obs_with_same_hessian():
     w, x = _layer(out=1, cols=8, tokens=100)
     xtx = x @ x.T
-    w_sgpt, keep = sparsegpt(w, xtx, x.shape[1], 1 / 8, blocksize=8, percdamp=0.01)
+    w_sgpt, keep = sparsegpt(w, xtx, x.shape[1], 1 / 8, blocksize=8, percdamp=0.01, dtype=torch.float64)
     q = int((~keep[0]).nonzero())
     # The sweep freezes columns < q and reaches q with the rest unchanged: one OBS step on the
     # sub-problem of columns q.. (inverse of H restricted to them) gives the same row.
-    h = damped_hessian(xtx, x.shape[1], 0.01)
+    h = damped_hessian(xtx, x.shape[1], 0.01, dtype=torch.float64)
     expected = w[0].clone()
     expected[q:] = obs_remove_one(w[0, q:], torch.linalg.inv(h[q:, q:]), 0)
     assert torch.allclose(w_sgpt[0], expected, rtol=1e-9, atol=1e-12)
@@ -111,3 +113,16 @@ def test_sparsegpt_exact_per_row_sparsity_across_blocks(sparsity):
     w, x = _layer(out=6, cols=40)
     _, keep = sparsegpt(w, x @ x.T, x.shape[1], sparsity, blocksize=16)
     assert keep.sum(1).tolist() == [40 - round(sparsity * 40)] * 6
+
+
+@pytest.mark.parametrize("pattern", [None, NM(2, 4)])
+def test_float32_solve_reconstructs_as_well_as_float64(pattern):
+    w, x = _layer(out=24, cols=64, tokens=1024)
+    xtx = x @ x.T
+    w64, keep64 = sparsegpt(w, xtx, x.shape[1], 0.5, pattern, blocksize=32, dtype=torch.float64)
+    w32, keep32 = sparsegpt(w, xtx.float(), x.shape[1], 0.5, pattern, blocksize=32, dtype=torch.float32)
+    assert w32.dtype == torch.float64  # the weight's own dtype, whatever the solve's
+    assert torch.equal(w32 != 0, keep32) and int(keep32.sum()) == w.numel() // 2
+    assert float((keep32 == keep64).double().mean()) > 0.98
+    e32, e64 = _err(w, w32, x), _err(w, w64, x)
+    assert abs(e32 - e64) < 1e-3 * e64

@@ -9,8 +9,9 @@ back to the OS between blocks (glibc ``malloc_trim``), so the resident size foll
 
 Data parallel: when ``torch.distributed`` is initialised, each rank passes its own calibration batches;
 the statistics are summed across ranks (``all_reduce``) before pruning, and the pruned block is
-broadcast from rank 0 so that every rank continues from bit-identical weights. Statistics accumulate in
-float64, so the summation order does not change the masks in practice.
+broadcast from rank 0 so that every rank continues from bit-identical weights. ``XXᵀ`` accumulates in
+the Hessian dtype the caller chooses (float32 by default, float64 on request) and ``‖X_j‖²`` in float64,
+so a different summation order changes the statistics only by rounding in that dtype.
 """
 
 from __future__ import annotations
@@ -35,26 +36,30 @@ STATS_CHUNK_TOKENS = 256
 
 @dataclass
 class LayerStats:
-    """Running input statistics of one Linear: ``XXᵀ`` (``"full"``) or ``diag(XXᵀ) = ‖X_j‖²``."""
+    """Running input statistics of one Linear: ``XXᵀ`` (``"full"``) or ``diag(XXᵀ) = ‖X_j‖²``.
+
+    ``dtype`` is the precision of the accumulated ``xtx``.
+    """
 
     kind: str
     features: int
     tokens: int = 0
+    dtype: torch.dtype = torch.float64
     xtx: torch.Tensor = field(init=False)
 
     def __post_init__(self) -> None:
         shape = (self.features, self.features) if self.kind == "full" else (self.features,)
-        self.xtx = torch.zeros(shape, dtype=torch.float64)
+        self.xtx = torch.zeros(shape, dtype=self.dtype)
 
     def add(self, x: torch.Tensor) -> None:
         x = x.detach().reshape(-1, self.features)  # (tokens, in)
         self.tokens += x.shape[0]
         if self.kind != "full":
-            x = x.double()
+            x = x.to(self.dtype)
             self.xtx += (x * x).sum(0)
             return
-        for chunk in x.split(STATS_CHUNK_TOKENS):  # float64 copies of a few tokens, not of the batch
-            chunk = chunk.double()
+        for chunk in x.split(STATS_CHUNK_TOKENS):  # converted copies of a few tokens, not of the batch
+            chunk = chunk.to(self.dtype)
             self.xtx.addmm_(chunk.T, chunk)
 
     @property
@@ -150,18 +155,20 @@ def calibrate_blocks(
     *,
     stats: str = "full",
     skip: Sequence[str] = (),
+    hessian_dtype: torch.dtype = torch.float32,
 ) -> None:
     """Run the stack block by block, calling ``prune_block(index, layers, stats)`` for every block.
 
-    ``stats``: ``"full"`` accumulates ``XXᵀ`` (SparseGPT), ``"diag"`` only ``‖X_j‖²`` (Wanda), ``"none"``
-    nothing (magnitude). ``prune_block`` modifies the block's layers in place (and may pop used entries
-    of ``stats`` to free them early); the pruned block's outputs feed the next block.
+    ``stats``: ``"full"`` accumulates ``XXᵀ`` (SparseGPT) in ``hessian_dtype``, ``"diag"`` only ``‖X_j‖²``
+    (Wanda) in float64, ``"none"`` nothing (magnitude). ``prune_block`` modifies the block's layers in
+    place (and may pop used entries of ``stats`` to free them early); the pruned block's outputs feed the
+    next block.
     """
     prefix, blocks = find_blocks(model)
     inputs = capture_block_inputs(model, blocks[0], batches)
     for index, block in enumerate(blocks):
         layers = prunable_layers(block, f"{prefix}.{index}", skip)
-        layer_stats = _collect_stats(block, layers, inputs, stats)
+        layer_stats = _collect_stats(block, layers, inputs, stats, hessian_dtype)
         _release_freed_memory()
         prune_block(index, layers, layer_stats)
         del layer_stats  # freed before the next block's statistics are allocated
@@ -188,10 +195,15 @@ def _malloc_trim():
 
 
 def _collect_stats(
-    block: nn.Module, layers: dict[str, nn.Module], inputs: list[tuple[list[Any], dict[str, Any]]], kind: str
+    block: nn.Module,
+    layers: dict[str, nn.Module],
+    inputs: list[tuple[list[Any], dict[str, Any]]],
+    kind: str,
+    hessian_dtype: torch.dtype,
 ) -> dict[str, LayerStats]:
     """Input statistics of ``layers`` over every calibration batch, summed over ranks."""
-    layer_stats = {n: LayerStats(kind, weight_matrix(m).shape[1]) for n, m in layers.items()}
+    dtype = hessian_dtype if kind == "full" else torch.float64
+    layer_stats = {n: LayerStats(kind, weight_matrix(m).shape[1], dtype=dtype) for n, m in layers.items()}
     handles = []
     if kind != "none":
         handles = [m.register_forward_hook(_stats_hook(layer_stats[n])) for n, m in layers.items()]

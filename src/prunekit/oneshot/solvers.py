@@ -56,15 +56,21 @@ def wanda_mask(
 
 
 def damped_hessian(
-    xtx: torch.Tensor, tokens: int, percdamp: float, *, overwrite: bool = False
+    xtx: torch.Tensor,
+    tokens: int,
+    percdamp: float,
+    *,
+    dtype: torch.dtype = torch.float32,
+    overwrite: bool = False,
 ) -> torch.Tensor:
     """``H = 2XXᵀ/tokens + λI`` with ``λ = percdamp · mean(diag H)``; dead inputs get ``H_jj = 1``.
 
     ``xtx`` is the running sum ``XXᵀ`` (in, in) over ``tokens`` calibration tokens; scaling by the
-    token count does not change the solution, only keeps the numbers in range. ``overwrite`` computes
-    ``H`` in the memory of a float64 ``xtx`` (destroying it) instead of a new (in, in) matrix.
+    token count does not change the solution, only keeps the numbers in range. ``H`` has ``dtype``;
+    ``overwrite`` computes it in the memory of ``xtx`` (destroying it) when ``xtx`` already has that
+    dtype, instead of in a new (in, in) matrix.
     """
-    h = xtx.double()
+    h = xtx.to(dtype)
     scale = 2.0 / max(tokens, 1)
     h = h.mul_(scale) if overwrite or h is not xtx else h * scale  # (in, in)
     diag = torch.diagonal(h)
@@ -104,6 +110,7 @@ def sparsegpt(
     *,
     blocksize: int = 128,
     percdamp: float = 0.01,
+    dtype: torch.dtype = torch.float32,
     overwrite_xtx: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """SparseGPT on one (out, in) weight: returns ``(updated weight, keep-mask)``.
@@ -113,14 +120,15 @@ def sparsegpt(
     and the block's accumulated errors update all later columns in one matrix product. The mask is
     chosen as the sweep reaches it: per row, the block's share of ``round(sparsity · in)`` columns with the
     lowest ``w² / U_qq²`` (adaptive mask selection), or for N:M the ``m − n`` lowest of each group of
-    ``m`` columns when the sweep reaches the group. Computed in float64; the result has the input dtype.
-    ``overwrite_xtx`` lets the solver use a float64 ``xtx`` as its work memory (``xtx`` is destroyed):
-    the solve then adds at most one (in, in) matrix above the statistics instead of two.
+    ``m`` columns when the sweep reaches the group. ``H``, its factor and the sweep are computed in
+    ``dtype`` (float32, as in the reference implementation, or float64); the result has the input dtype.
+    ``overwrite_xtx`` lets the solver use an ``xtx`` of that dtype as its work memory (``xtx`` is
+    destroyed): the solve then adds at most one (in, in) matrix above the statistics instead of two.
     """
     out, cols = weight.shape  # (out, in)
-    w = weight.detach().to(torch.float64, copy=True)
+    w = weight.detach().to(dtype, copy=True)
     w[:, torch.diagonal(xtx) == 0] = 0.0
-    h = damped_hessian(xtx, tokens, percdamp, overwrite=overwrite_xtx)  # ours, or xtx given away
+    h = damped_hessian(xtx, tokens, percdamp, dtype=dtype, overwrite=overwrite_xtx)  # ours, or xtx's memory
     u = inverse_hessian_cholesky(h, overwrite=True)  # (in, in), upper, in h's memory
     keep = torch.ones(out, cols, dtype=torch.bool, device=w.device)
     for i1 in range(0, cols, blocksize):
