@@ -78,7 +78,7 @@ def run_oneshot(args: argparse.Namespace) -> int:
         if structured:
             result = prune_structured_oneshot(model, batches, config, inplace=True)
         else:
-            result = prune_oneshot(model, batches, config, inplace=True)
+            result = prune_oneshot(model, batches, config, inplace=True, progress=not args.quiet)
     seconds = time.perf_counter() - start
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

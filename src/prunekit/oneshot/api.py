@@ -113,12 +113,14 @@ def prune_oneshot(
     config: OneShotConfig | None = None,
     *,
     inplace: bool = False,
+    progress: bool = False,
 ) -> OneShotResult:
     """Prune every Linear of the transformer blocks of ``model`` one-shot, block by block.
 
     ``calibration`` holds model keyword batches (``{"input_ids": …, "attention_mask": …}``); under
     ``torch.distributed`` each rank passes its own share. SparseGPT changes the kept weights too, so the
-    result is a pruned copy of ``model`` (``model`` itself when ``inplace``) plus its masks.
+    result is a pruned copy of ``model`` (``model`` itself when ``inplace``) plus its masks. ``progress``
+    shows a tqdm bar over the blocks.
     """
     config = config or OneShotConfig()
     if not isinstance(model, nn.Module):
@@ -147,6 +149,7 @@ def prune_oneshot(
         stats=_STATS[config.method],
         skip=config.skip,
         hessian_dtype=HESSIAN_DTYPES[config.hessian_dtype],
+        progress=progress,
     )
     target.train(was_training)
     return OneShotResult(target, Masks(masks), sparsities)

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+from tqdm.auto import tqdm
 
 BLOCK_LIST_NAMES = ("layer", "layers", "h", "blocks", "block")
 STATS_KINDS = ("none", "diag", "full")
@@ -156,17 +157,18 @@ def calibrate_blocks(
     stats: str = "full",
     skip: Sequence[str] = (),
     hessian_dtype: torch.dtype = torch.float32,
+    progress: bool = False,
 ) -> None:
     """Run the stack block by block, calling ``prune_block(index, layers, stats)`` for every block.
 
     ``stats``: ``"full"`` accumulates ``XXᵀ`` (SparseGPT) in ``hessian_dtype``, ``"diag"`` only ``‖X_j‖²``
     (Wanda) in float64, ``"none"`` nothing (magnitude). ``prune_block`` modifies the block's layers in
     place (and may pop used entries of ``stats`` to free them early); the pruned block's outputs feed the
-    next block.
+    next block. ``progress`` shows a tqdm bar over the blocks.
     """
     prefix, blocks = find_blocks(model)
     inputs = capture_block_inputs(model, blocks[0], batches)
-    for index, block in enumerate(blocks):
+    for index, block in enumerate(tqdm(blocks, desc="calibrating blocks", disable=not progress, leave=False)):
         layers = prunable_layers(block, f"{prefix}.{index}", skip)
         layer_stats = _collect_stats(block, layers, inputs, stats, hessian_dtype)
         _release_freed_memory()

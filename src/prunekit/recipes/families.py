@@ -200,7 +200,7 @@ def channel_changes(before: nn.Module, after: nn.Module) -> tuple[ChannelChange,
 def run_oneshot(job: Job) -> Outcome:
     m = job.recipe.method
     log.info("one-shot %s pruning on %d calibration batches", m.method, len(job.calibration))
-    result = prune_oneshot(job.model, job.calibration, m.config())
+    result = prune_oneshot(job.model, job.calibration, m.config(), progress=job.progress)
     points = [(float(i), 100.0 * s) for i, s in enumerate(result.block_sparsity)]
     curve = _curve("sparsity per transformer block", "block", "sparsity (%)", {m.method: points})
     return Outcome(result.model, result.masks, curves=[curve])
