@@ -149,3 +149,16 @@ def test_owl_allocation_keeps_the_mean_and_spreads_blocks():
 def test_config_rejects_bad_values(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
         OneShotConfig(**kwargs)
+
+
+def test_uniform_magnitude_runs_no_forward_pass_and_keeps_the_largest_per_row():
+    model = tiny_bert()
+    calls = []
+    handle = model.register_forward_pre_hook(lambda *_: calls.append(1))
+    result = prune_oneshot(model, batches(), OneShotConfig(method="magnitude", sparsity=0.5), inplace=True)
+    handle.remove()
+    assert calls == []  # data-free: the calibration batches are never run
+    w = dict(tiny_bert().named_parameters())["encoder.layer.1.output.dense.weight"]
+    keep = result.masks["encoder.layer.1.output.dense.weight"]
+    removed = w.shape[1] // 2  # per output row: the 32 smallest of 64 inputs
+    assert torch.equal(keep, w.abs() > w.abs().kthvalue(removed, dim=1, keepdim=True).values)

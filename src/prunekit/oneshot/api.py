@@ -19,6 +19,7 @@ from .calibration import (
     calibrate_blocks,
     find_blocks,
     is_conv1d,
+    prunable_layers,
     set_weight_matrix,
     weight_matrix,
 )
@@ -142,15 +143,23 @@ def prune_oneshot(
             set_weight_matrix(module, w)
             masks[f"{name}.weight"] = keep.T.contiguous() if is_conv1d(module) else keep
 
-    calibrate_blocks(
-        target,
-        calibration,
-        prune_block,
-        stats=_STATS[config.method],
-        skip=config.skip,
-        hessian_dtype=HESSIAN_DTYPES[config.hessian_dtype],
-        progress=progress,
-    )
+    if config.method == "magnitude" and config.allocation == "uniform":  # data-free: no forward pass needed
+        prefix, stack = find_blocks(target)
+        for index, block in enumerate(stack):
+            layers = prunable_layers(block, f"{prefix}.{index}", config.skip)
+            prune_block(
+                index, layers, {n: LayerStats("none", weight_matrix(m).shape[1]) for n, m in layers.items()}
+            )
+    else:
+        calibrate_blocks(
+            target,
+            calibration,
+            prune_block,
+            stats=_STATS[config.method],
+            skip=config.skip,
+            hessian_dtype=HESSIAN_DTYPES[config.hessian_dtype],
+            progress=progress,
+        )
     target.train(was_training)
     return OneShotResult(target, Masks(masks), sparsities)
 
