@@ -120,3 +120,43 @@ def test_xtx_accumulates_in_the_hessian_dtype_and_diag_stays_float64(dtype):
     rtol = 1e-6 if dtype == torch.float32 else 1e-13
     torch.testing.assert_close(full.double(), x.T @ x, rtol=rtol, atol=rtol * float((x.T @ x).abs().max()))
     torch.testing.assert_close(diag, (x * x).sum(0), rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("name", ["hf_bert", "hf_gpt2", "hf_llama"])
+def test_micro_batched_calibration_gives_the_same_pruning(name, monkeypatch) -> None:
+    """Blocks run 2 sequences at a time (less peak memory); masks equal whole-batch calibration's."""
+    from prunekit.oneshot import calibration
+    from structured_zoo import HF_ZOO
+
+    generator = torch.Generator().manual_seed(0)
+    data = [{"input_ids": torch.randint(0, 50, (5, 12), generator=generator)} for _ in range(2)]
+    config = OneShotConfig(method="sparsegpt", sparsity=0.5, blocksize=16, hessian_dtype="float64")
+    results = []
+    for micro in (2, 10**6):  # 5 sequences → pieces of 2, 2, 1; then whole batches
+        monkeypatch.setattr(calibration, "MICRO_BATCH", micro)
+        torch.manual_seed(0)
+        results.append(prune_oneshot(HF_ZOO[name]().eval(), data, config))
+    assert results[0].masks == results[1].masks
+    for (key, a), b in zip(
+        results[0].model.state_dict().items(), results[1].model.state_dict().values(), strict=True
+    ):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), key
+
+
+def test_a_block_input_that_only_looks_batched_is_not_split() -> None:
+    """A (B, B) tensor that is not per-sequence: splitting changes the output, so calibration must not."""
+    from prunekit.oneshot.calibration import _micro_batches, _splits_exactly
+
+    class Mixing(nn.Module):
+        def forward(self, hidden_states: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+            return torch.einsum("ij,jtd->itd", mix, hidden_states)  # mixes sequences: (B, B) @ (B, T, d)
+
+    class Shift(nn.Module):
+        def forward(self, hidden_states: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+            return hidden_states + bias.mean(0)  # bias (B, d) is pooled over the batch, not per sequence
+
+    hidden, mix = torch.randn(4, 3, 2), torch.randn(4, 4)
+    assert len(_micro_batches([hidden], {"mix": mix}, 2)) == 2
+    assert not _splits_exactly(Mixing(), ([hidden], {"mix": mix}), 2)  # the pieces do not fit
+    assert not _splits_exactly(Shift(), ([hidden], {"bias": torch.randn(4, 2)}), 2)  # they fit, but differ
+    assert _splits_exactly(Shift(), ([hidden], {"bias": torch.ones(4, 2)}), 2)

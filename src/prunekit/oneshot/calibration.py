@@ -33,6 +33,9 @@ from tqdm.auto import tqdm
 BLOCK_LIST_NAMES = ("layer", "layers", "h", "blocks", "block")
 STATS_KINDS = ("none", "diag", "full")
 STATS_CHUNK_TOKENS = 256
+# Sequences per block forward: the forward's temporaries (attention scores, MLP activations) scale with it,
+# and on MiniLM with batches of 8 × 128 tokens they were most of the peak memory added by calibration.
+MICRO_BATCH = 2
 
 
 @dataclass
@@ -168,14 +171,15 @@ def calibrate_blocks(
     """
     prefix, blocks = find_blocks(model)
     inputs = capture_block_inputs(model, blocks[0], batches)
+    micro = MICRO_BATCH if _splits_exactly(blocks[0], inputs[0], MICRO_BATCH) else None
     for index, block in enumerate(tqdm(blocks, desc="calibrating blocks", disable=not progress, leave=False)):
         layers = prunable_layers(block, f"{prefix}.{index}", skip)
-        layer_stats = _collect_stats(block, layers, inputs, stats, hessian_dtype)
+        layer_stats = _collect_stats(block, layers, inputs, stats, hessian_dtype, micro)
         _release_freed_memory()
         prune_block(index, layers, layer_stats)
         del layer_stats  # freed before the next block's statistics are allocated
         _broadcast_block(block)
-        _run_block(block, inputs, replace=True)
+        _run_block(block, inputs, micro, replace=True)
         _release_freed_memory()
 
 
@@ -202,6 +206,7 @@ def _collect_stats(
     inputs: list[tuple[list[Any], dict[str, Any]]],
     kind: str,
     hessian_dtype: torch.dtype,
+    micro: int | None,
 ) -> dict[str, LayerStats]:
     """Input statistics of ``layers`` over every calibration batch, summed over ranks."""
     dtype = hessian_dtype if kind == "full" else torch.float64
@@ -210,7 +215,7 @@ def _collect_stats(
     if kind != "none":
         handles = [m.register_forward_hook(_stats_hook(layer_stats[n])) for n, m in layers.items()]
     try:
-        _run_block(block, inputs, replace=False)
+        _run_block(block, inputs, micro, replace=False)
     finally:
         for handle in handles:
             handle.remove()
@@ -219,15 +224,57 @@ def _collect_stats(
     return layer_stats
 
 
-def _run_block(block: nn.Module, inputs: list[tuple[list[Any], dict[str, Any]]], *, replace: bool) -> None:
+def _run_block(
+    block: nn.Module, inputs: list[tuple[list[Any], dict[str, Any]]], micro: int | None, *, replace: bool
+) -> None:
+    """Run ``block`` on every captured batch, ``micro`` sequences at a time (``None``: whole batches);
+    with ``replace`` its outputs overwrite the hidden states in place."""
     with torch.no_grad():
         for args, kwargs in inputs:
-            out = block(*args, **kwargs)
-            if not replace:
-                continue
-            hidden = out[0] if isinstance(out, (tuple, list)) else out
-            # In place: the long-lived inputs keep their memory, so the allocator does not fragment.
-            (args[0] if args else kwargs["hidden_states"]).copy_(hidden)
+            hidden = args[0] if args else kwargs["hidden_states"]  # (B, T, d)
+            for part_args, part_kwargs, part in _micro_batches(args, kwargs, micro):
+                out = block(*part_args, **part_kwargs)
+                if (
+                    replace
+                ):  # in place: the long-lived inputs keep their memory, so the heap does not fragment
+                    hidden[part].copy_(out[0] if isinstance(out, (tuple, list)) else out)
+
+
+def _micro_batches(
+    args: list[Any], kwargs: dict[str, Any], size: int | None
+) -> list[tuple[list[Any], dict[str, Any], slice]]:
+    """The block inputs cut into ``size`` sequences along the batch dim: every tensor of ≥ 2 dims whose
+    first dim is the hidden states' batch size (masks, position ids, rotary cos/sin in tuples)."""
+    batch = (args[0] if args else kwargs["hidden_states"]).shape[0]
+    if size is None or batch <= size:
+        return [(args, kwargs, slice(None))]
+
+    def cut(value: Any, part: slice) -> Any:
+        if isinstance(value, torch.Tensor) and value.dim() >= 2 and value.shape[0] == batch:
+            return value[part]
+        if isinstance(value, (tuple, list)):
+            return type(value)(cut(v, part) for v in value)
+        return value
+
+    parts = [slice(start, start + size) for start in range(0, batch, size)]
+    return [([cut(a, p) for a in args], {k: cut(v, p) for k, v in kwargs.items()}, p) for p in parts]
+
+
+def _splits_exactly(block: nn.Module, batch: tuple[list[Any], dict[str, Any]], size: int) -> bool:
+    """Whether ``block`` gives the same outputs on ``size``-sequence pieces of ``batch`` as on all of it
+    (a non-batch tensor that happens to lead with the batch size would be cut wrongly: then do not split)."""
+    args, kwargs = batch
+    with torch.no_grad():
+        whole = block(*args, **kwargs)
+        whole = whole[0] if isinstance(whole, (tuple, list)) else whole
+        pieces = []
+        try:
+            for part_args, part_kwargs, _ in _micro_batches(args, kwargs, size):
+                out = block(*part_args, **part_kwargs)
+                pieces.append(out[0] if isinstance(out, (tuple, list)) else out)
+        except (RuntimeError, ValueError, IndexError):  # pieces that do not even fit together
+            return False
+    return torch.allclose(torch.cat(pieces), whole, rtol=1e-4, atol=1e-5)
 
 
 def _broadcast_block(block: nn.Module) -> None:
