@@ -14,7 +14,7 @@ from torch import nn
 
 from .._checks import check_choice
 from .._registry import Registry
-from .graph import Group
+from .graph import Group, Member
 
 Criterion = Callable[[nn.Module, Group, torch.Generator], torch.Tensor]
 IMPORTANCES: Registry[Criterion] = Registry("importance")
@@ -63,6 +63,14 @@ def _power_sums(model: nn.Module, group: Group, member: int, power: int) -> torc
     return values.sum(rest) if rest else values
 
 
+def _member_rows(
+    group: Group, reads: Callable[[Member], bool], row: Callable[[int], torch.Tensor]
+) -> torch.Tensor:
+    """``(members, size)``: ``row(i)`` for the members ``reads`` accepts, NaN rows for the others."""
+    unread = torch.full((group.size,), float("nan"))
+    return torch.stack([row(i) if reads(m) else unread for i, m in enumerate(group.members)])
+
+
 def _magnitude(power: int) -> Criterion:
     def score(model: nn.Module, group: Group, generator: torch.Generator) -> torch.Tensor:
         rows = [
@@ -76,26 +84,23 @@ def _magnitude(power: int) -> Criterion:
 
 def bn_scale(model: nn.Module, group: Group, generator: torch.Generator) -> torch.Tensor:
     """|γ| of the group's BatchNorm layers (network slimming, Liu et al., 2017); NaN elsewhere."""
-    rows = []
-    for i, m in enumerate(group.members):
+
+    def reads(m: Member) -> bool:
         is_bn = isinstance(model.get_submodule(m.module), nn.modules.batchnorm._BatchNorm)
-        if is_bn and m.tensor.endswith(".weight"):
-            rows.append(_per_channel(group, i, _rows(model, group, i).abs().sum(1)))
-        else:
-            rows.append(torch.full((group.size,), float("nan")))
-    return torch.stack(rows)
+        return is_bn and m.tensor.endswith(".weight")
+
+    return _member_rows(group, reads, lambda i: _per_channel(group, i, _rows(model, group, i).abs().sum(1)))
 
 
 def taylor(model: nn.Module, group: Group, generator: torch.Generator) -> torch.Tensor:
     """|Σ w·∂L/∂w| over each channel's weights (first-order Taylor, Molchanov et al., 2019)."""
-    rows = []
-    for i, m in enumerate(group.members):
-        if m.tensor not in dict(model.named_parameters()):
-            rows.append(torch.full((group.size,), float("nan")))
-            continue
+    params = dict(model.named_parameters())
+
+    def row(i: int) -> torch.Tensor:
         product = (_rows(model, group, i) * _rows(model, group, i, grad=True)).sum(1)
-        rows.append(_per_channel(group, i, product).abs())
-    return torch.stack(rows)
+        return _per_channel(group, i, product).abs()
+
+    return _member_rows(group, lambda m: m.tensor in params, row)
 
 
 def obd(model: nn.Module, group: Group, generator: torch.Generator) -> torch.Tensor:
@@ -108,14 +113,12 @@ def obd(model: nn.Module, group: Group, generator: torch.Generator) -> torch.Ten
     Parameters only; NaN for buffers.
     """
     params = dict(model.named_parameters())
-    rows = []
-    for i, m in enumerate(group.members):
-        if m.tensor not in params:
-            rows.append(torch.full((group.size,), float("nan")))
-            continue
+
+    def row(i: int) -> torch.Tensor:
         w, g = _rows(model, group, i), _rows(model, group, i, grad=True, importance="obd")  # (n, rest)
-        rows.append(_per_channel(group, i, 0.5 * (w.square() * g.square()).sum(1)))
-    return torch.stack(rows)
+        return _per_channel(group, i, 0.5 * (w.square() * g.square()).sum(1))
+
+    return _member_rows(group, lambda m: m.tensor in params, row)
 
 
 def fpgm(model: nn.Module, group: Group, generator: torch.Generator) -> torch.Tensor:
@@ -128,15 +131,16 @@ def fpgm(model: nn.Module, group: Group, generator: torch.Generator) -> torch.Te
     consumers, biases and norm scales.
     """
     params = dict(model.named_parameters())
-    rows = []
-    for i, m in enumerate(group.members):
-        if m.role != "out" or m.tensor not in params or params[m.tensor].dim() < 2:
-            rows.append(torch.full((group.size,), float("nan")))
-            continue
+
+    def row(i: int) -> torch.Tensor:
         filters = _rows(model, group, i).double()  # (n, rest)
         distances = torch.cdist(filters[None], filters[None])[0].sum(1)  # (n,)
-        rows.append(_per_channel(group, i, distances.float()))
-    return torch.stack(rows)
+        return _per_channel(group, i, distances.float())
+
+    def reads(m: Member) -> bool:
+        return m.role == "out" and m.tensor in params and params[m.tensor].dim() >= 2
+
+    return _member_rows(group, reads, row)
 
 
 def lamp(model: nn.Module, group: Group, generator: torch.Generator) -> torch.Tensor:
@@ -147,17 +151,15 @@ def lamp(model: nn.Module, group: Group, generator: torch.Generator) -> torch.Te
     equal scores). The largest channel scores 1; a channel of zero norm scores 0. Parameters only.
     """
     params = dict(model.named_parameters())
-    rows = []
-    for i, m in enumerate(group.members):
-        if m.tensor not in params:
-            rows.append(torch.full((group.size,), float("nan")))
-            continue
+
+    def row(i: int) -> torch.Tensor:
         norms = _per_channel(group, i, _rows(model, group, i).square().sum(1)).double()  # (size,)
         ascending = norms.sort().values
         tail = ascending.flip(0).cumsum(0).flip(0)  # tail[k] = Σ_{j ≥ k} ascending[j]
         denominator = tail[torch.searchsorted(ascending, norms)]  # first position with an equal norm
-        rows.append(torch.where(denominator > 0, norms / denominator.clamp_min(1e-300), 0.0).float())
-    return torch.stack(rows)
+        return torch.where(denominator > 0, norms / denominator.clamp_min(1e-300), 0.0).float()
+
+    return _member_rows(group, lambda m: m.tensor in params, row)
 
 
 def random(model: nn.Module, group: Group, generator: torch.Generator) -> torch.Tensor:
