@@ -176,7 +176,8 @@ def apply_plan(model: nn.Module, plan: PruningPlan, inplace: bool = False) -> nn
     if not isinstance(plan, PruningPlan):
         raise TypeError(f"plan must be a PruningPlan (see build_plan), got {type(plan).__name__}")
     removals = plan.tensor_removals()
-    tensors = _named_tensors(model)
+    holders = _holders(model)
+    tensors = {name: tensor for name, (tensor, _) in holders.items()}
     for (name, dim), indices in removals.items():
         _check_tensor(tensors, plan.graph, name, dim, indices)
     with one_thread():
@@ -185,10 +186,10 @@ def apply_plan(model: nn.Module, plan: PruningPlan, inplace: bool = False) -> nn
         target = model
     else:  # the memo hands deepcopy the sliced tensors: the full-size ones are never cloned
         target = copy.deepcopy(model, {id(tensors[name]): new for name, new in sliced.items()})
-    slots = _slots(target)
+    slots = holders if inplace else _holders(target)
     touched: set[nn.Module] = set()
     for name, new in sliced.items():
-        for module, local, is_param in slots[name]:
+        for module, local, is_param in slots[name][1]:
             (module._parameters if is_param else module._buffers)[local] = new
             touched.add(module)
     for module in touched:
@@ -219,10 +220,6 @@ def _sliced(
     return out
 
 
-def _named_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {**dict(model.named_parameters()), **dict(model.named_buffers())}
-
-
 def _check_tensor(tensors: Mapping[str, torch.Tensor], graph: DependencyGraph, name: str, dim: int,
                   indices: np.ndarray) -> None:  # fmt: skip
     expected = graph.shapes[name]
@@ -239,14 +236,17 @@ def _check_tensor(tensors: Mapping[str, torch.Tensor], graph: DependencyGraph, n
         )
 
 
-def _slots(model: nn.Module) -> dict[str, list[tuple[nn.Module, str, bool]]]:
-    """Tensor name → every (module, attribute, is_param) holding that tensor (tied weights share)."""
-    holders: dict[int, list[tuple[nn.Module, str, bool]]] = {}
-    for module in model.modules():
-        for local, p in module._parameters.items():
-            if p is not None:
-                holders.setdefault(id(p), []).append((module, local, True))
-        for local, b in module._buffers.items():
-            if b is not None:
-                holders.setdefault(id(b), []).append((module, local, False))
-    return {name: holders[id(t)] for name, t in _named_tensors(model).items()}
+def _holders(model: nn.Module) -> dict[str, tuple[torch.Tensor, list[tuple[nn.Module, str, bool]]]]:
+    """State-dict name → (tensor, every (module, attribute, is_param) holding it), in one walk.
+
+    Tied tensors appear once, under their first name (as in ``named_parameters``), with every holder.
+    """
+    names: dict[int, str] = {}
+    holders: dict[int, tuple[torch.Tensor, list[tuple[nn.Module, str, bool]]]] = {}
+    for is_param in (True, False):
+        for prefix, module in model.named_modules():
+            for local, tensor in (module._parameters if is_param else module._buffers).items():
+                if tensor is not None:
+                    names.setdefault(id(tensor), f"{prefix}.{local}" if prefix else local)
+                    holders.setdefault(id(tensor), (tensor, []))[1].append((module, local, is_param))
+    return {names[key]: value for key, value in holders.items()}

@@ -141,7 +141,7 @@ class DependencyGraph:
             labels[node] = vectors
         classes = {k: type(v).__name__ for k, v in modules.items()}
         propagate(trace, uf, labels, classes, head_hints(trace, heads))
-        groups = _groups([m for m, _ in members], [uf.find(v) for _, v in members])
+        groups = _groups([m for m, _ in members], _roots(uf, [v for _, v in members]))
         return cls(groups, shapes, trace, time.perf_counter() - start, heads)
 
     def __repr__(self) -> str:
@@ -172,6 +172,13 @@ def _check_ignore(ignore: Iterable[str], modules: dict[str, nn.Module]) -> tuple
 
 def _is_ignored(owner: str, ignored: tuple[str, ...]) -> bool:
     return any(owner == n or owner.startswith(n + ".") or n == "" for n in ignored)
+
+
+def _roots(uf: UnionFind, vectors: list[np.ndarray]) -> list[np.ndarray]:
+    """``uf.find`` of every vector, in one call."""
+    if not vectors:
+        return []
+    return np.split(uf.find(np.concatenate(vectors)), np.cumsum([len(v) for v in vectors[:-1]]))
 
 
 def _groups(members: list[Member], roots: list[np.ndarray]) -> tuple[Group, ...]:
@@ -238,14 +245,13 @@ def _channel_maps(
     channel = np.arange(len(flat)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
     order = np.argsort(flat)
     flat, group, channel = flat[order], group[order], channel[order]
-    located: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    every = np.concatenate(roots)  # all members at once, split back below
+    at = np.minimum(np.searchsorted(flat, every), len(flat) - 1)
+    bounds = np.cumsum([len(r) for r in roots[:-1]])
+    owners = np.split(np.where(flat[at] == every, group[at], -1), bounds)
+    positions = np.split(channel[at], bounds)
 
     def channel_of(member: int, index: int) -> np.ndarray:
-        if member not in located:
-            at = np.clip(np.searchsorted(flat, roots[member]), 0, len(flat) - 1)
-            hit = flat[at] == roots[member]
-            located[member] = (np.where(hit, group[at], -1), channel[at])
-        owner, position = located[member]
-        return np.where(owner == index, position, -1)
+        return np.where(owners[member] == index, positions[member], -1)
 
     return channel_of

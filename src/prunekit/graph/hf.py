@@ -57,11 +57,12 @@ def _in(module: nn.Module) -> int:
 
 def _projections(module: nn.Module) -> tuple[int, int, int] | None:
     """``(q width, k width, hidden in)`` of an attention module, ``None`` for other modules."""
+    children = module._modules  # projections are submodules; plain getattr raises and catches per miss
     for q_name, k_name in (("q_proj", "k_proj"), ("query", "key")):
-        q, k = getattr(module, q_name, None), getattr(module, k_name, None)
+        q, k = children.get(q_name), children.get(k_name)
         if _out(q) is not None and _out(k) is not None:
             return _out(q), _out(k), _in(q)
-    c_attn = getattr(module, "c_attn", None)
+    c_attn = children.get("c_attn")
     if _out(c_attn) is not None and not getattr(module, "is_cross_attention", False):
         width = _out(c_attn) // 3
         return width, width, _in(c_attn)

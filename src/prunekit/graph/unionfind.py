@@ -57,4 +57,7 @@ class UnionFind:
 
     def pin(self, labels: np.ndarray) -> None:
         """Make ``labels`` unremovable."""
-        self.union(labels, np.zeros_like(np.asarray(labels)))
+        labels = np.asarray(labels, dtype=np.int64).ravel()
+        labels = labels[labels != PINNED]  # label 0 is pinned already (most spatial and batch dims)
+        if labels.size:
+            self.union(labels, np.zeros_like(labels))
