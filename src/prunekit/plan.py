@@ -41,17 +41,18 @@ class PruningPlan:
                     f"0..{len(self.graph.groups) - 1}"
                 )
             size = self.graph.groups[index].size
-            chosen = sorted(int(c) for c in channels)
-            if len(set(chosen)) != len(chosen) or any(not 0 <= c < size for c in chosen):
+            chosen = np.sort(np.fromiter(channels, dtype=np.int64))
+            if len(chosen) and ((chosen[1:] == chosen[:-1]).any() or chosen[0] < 0 or chosen[-1] >= size):
                 raise ValueError(
-                    f"removals[{index}] must hold distinct channel indices in [0, {size}), got {chosen}"
+                    f"removals[{index}] must hold distinct channel indices in [0, {size}), "
+                    f"got {chosen.tolist()}"
                 )
             if len(chosen) >= size:
                 raise ValueError(
                     f"removals[{index}] removes all {size} channels of the group; keep at least 1"
                 )
-            if chosen:
-                clean[index] = tuple(chosen)
+            if len(chosen):
+                clean[index] = tuple(chosen.tolist())
         object.__setattr__(self, "removals", clean)
 
     def tensor_removals(self) -> dict[tuple[str, int], np.ndarray]:
@@ -243,9 +244,9 @@ def _holders(model: nn.Module) -> dict[str, tuple[torch.Tensor, list[tuple[nn.Mo
     """
     names: dict[int, str] = {}
     holders: dict[int, tuple[torch.Tensor, list[tuple[nn.Module, str, bool]]]] = {}
-    for is_param in (True, False):
-        for prefix, module in model.named_modules():
-            for local, tensor in (module._parameters if is_param else module._buffers).items():
+    for prefix, module in model.named_modules():
+        for is_param, tensors in ((True, module._parameters), (False, module._buffers)):
+            for local, tensor in tensors.items():
                 if tensor is not None:
                     names.setdefault(id(tensor), f"{prefix}.{local}" if prefix else local)
                     holders.setdefault(id(tensor), (tensor, []))[1].append((module, local, is_param))

@@ -15,7 +15,7 @@ from torch import nn
 from .._checks import check_choice
 from . import hf, rules  # noqa: F401  (register the Conv1D handler and the op rules)
 from .attention import HEAD_MODES, head_hints
-from .modules import handler_for
+from .modules import Dims, handler_for
 from .propagate import propagate
 from .trace import ExampleInputs, Trace, trace_model
 from .unionfind import UnionFind
@@ -123,14 +123,13 @@ class DependencyGraph:
         ignored = _check_ignore(ignore, modules)
         trace = trace_model(model, example_inputs)
         uf, labels, members, shapes = UnionFind(), {}, [], {}
+        channel_dims = _channel_dims(modules, ignored)
         for node, (kind, name) in trace.sources.items():
             if kind not in ("param", "buffer"):
                 continue
             shapes[name] = trace.shapes[node]
             owner, _, local = name.rpartition(".")
-            dims = (
-                {} if _is_ignored(owner, ignored) else _channel_dims(modules[owner], local, kind, node, trace)
-            )
+            dims = channel_dims(owner, local, kind, trace.shapes[node])
             vectors = []
             for d, n in enumerate(trace.shapes[node]):
                 if d in dims and n > 1:
@@ -148,13 +147,27 @@ class DependencyGraph:
         return f"DependencyGraph({len(self.groups)} groups, {len(self.trace.ops)} ops)"
 
 
-def _channel_dims(module: nn.Module, local: str, kind: str, node: int, trace: Trace) -> dict[int, str]:
-    handler = handler_for(module)
-    if handler is not None:
-        return handler.dims(module).get(local, {})
-    if kind == "param":  # a bare parameter: class token, position embedding, layer scale …
-        return {d: "out" for d, n in enumerate(trace.shapes[node]) if n > 1}
-    return {}
+def _channel_dims(
+    modules: dict[str, nn.Module], ignored: tuple[str, ...]
+) -> Callable[[str, str, str, tuple[int, ...]], dict[int, str]]:
+    """``dims(owner, local, kind, shape)``: the channel dims (with roles) of one parameter or buffer.
+
+    From the owner's handler (asked once per module); none in ignored modules; a parameter of a module
+    without a handler (class token, position embedding, layer scale …) has every dim longer than one.
+    """
+    handled: dict[str, Dims | None] = {}
+
+    def dims(owner: str, local: str, kind: str, shape: tuple[int, ...]) -> dict[int, str]:
+        if _is_ignored(owner, ignored):
+            return {}
+        if owner not in handled:
+            handler = handler_for(modules[owner])
+            handled[owner] = None if handler is None else handler.dims(modules[owner])
+        if handled[owner] is not None:
+            return handled[owner].get(local, {})
+        return {d: "out" for d, n in enumerate(shape) if n > 1} if kind == "param" else {}
+
+    return dims
 
 
 def _check_ignore(ignore: Iterable[str], modules: dict[str, nn.Module]) -> tuple[str, ...]:

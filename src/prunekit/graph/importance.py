@@ -71,8 +71,13 @@ def _power_sums(model: nn.Module, group: Group, member: int, power: int) -> torc
     """
     m = group.members[member]
     tensor = _tensor(model, m.tensor).detach()
+    if tensor.dim() == 1:  # biases, norm scales, running statistics
+        return _power(tensor, power)
     size = tensor.shape[m.dim]
     grid = tensor.reshape(math.prod(tensor.shape[: m.dim]), size, -1)  # (before, size, after)
+    if grid.numel() <= _CHUNK:
+        values = _power(grid, power)
+        return (values[0] if len(grid) == 1 else values.sum(0)).sum(1)
     if len(grid) == 1:  # sum over trailing dims, a block of rows at a time
         rows = max(1, _CHUNK // grid.shape[2])
         return torch.cat([_power(grid[0, i : i + rows], power).sum(1) for i in range(0, size, rows)])

@@ -37,7 +37,7 @@ class UnionFind:
         roots = self._parent[labels]
         while True:
             up = self._parent[roots]
-            if np.array_equal(up, roots):
+            if (up == roots).all():
                 break
             roots = up
         self._parent[labels] = roots
