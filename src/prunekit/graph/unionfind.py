@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 PINNED = 0
@@ -23,7 +25,7 @@ class UnionFind:
 
     def fresh(self, shape: int | tuple[int, ...]) -> np.ndarray:
         """New singleton labels, one per entry of an array of ``shape``."""
-        count = int(np.prod(shape))
+        count = shape if isinstance(shape, int) else math.prod(shape)
         while self._size + count > len(self._parent):
             self._parent = np.concatenate([self._parent, np.zeros_like(self._parent)])
         ids = np.arange(self._size, self._size + count, dtype=np.int64)
@@ -45,7 +47,9 @@ class UnionFind:
 
     def union(self, a: np.ndarray, b: np.ndarray) -> None:
         """Merge the sets of ``a[i]`` and ``b[i]`` for every ``i`` (arrays broadcast)."""
-        a, b = np.broadcast_arrays(np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64))
+        a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
+        if a.shape != b.shape:
+            a, b = np.broadcast_arrays(a, b)
         a, b = a.ravel(), b.ravel()
         while True:
             ra, rb = self.find(a), self.find(b)
