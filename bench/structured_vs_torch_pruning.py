@@ -3,14 +3,15 @@
 Per model: graph + prune time (median of ``--repeats`` runs on fresh copies, each library in a
 subprocess with a timeout, so a hang or crash is recorded, not fatal), parameters and MACs after
 pruning, and 2-thread CPU latency of the dense model vs prunekit's pruned model at batch 1 and 32
-(median of alternating runs after a warm-up). Both libraries protect only the model's outputs (the
-classifier keeps its classes; its input features are pruned like any layer). For latency both models
-are put in the same deployment form: BatchNorm folded into the preceding conv and channels-last for
-CNNs (``--no-fuse`` to measure them as built).
+(median of alternating runs after a warm-up, and the median of per-round speed-ups). Both libraries
+protect only the model's outputs (the classifier keeps its classes; its input features are pruned like
+any layer). For latency both models are put in the same deployment form: BatchNorm folded into the
+preceding conv and channels-last for CNNs (``--no-fuse`` to measure them as built).
 
-    python bench/structured_vs_torch_pruning.py            # all six models
-    python bench/structured_vs_torch_pruning.py --quick    # ≤ 60 s: ResNet-18, MobileNetV2, tiny LLaMA
-    python bench/structured_vs_torch_pruning.py --json     # last stdout line: one JSON summary
+    python bench/structured_vs_torch_pruning.py              # all six models
+    python bench/structured_vs_torch_pruning.py --quick      # ≤ 60 s: ResNet-18, MobileNetV2, tiny LLaMA
+    python bench/structured_vs_torch_pruning.py --json       # last stdout line: one JSON summary
+    python bench/structured_vs_torch_pruning.py --thp-malloc # workers' malloc on transparent huge pages
 """
 
 from __future__ import annotations
@@ -199,6 +200,10 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], str, str]] = {  # factory, inpu
     "vit_b_16": (vit_b_16, "image", "classifier"),
 }
 QUICK = ("resnet18", "mobilenet_v2", "tiny_llama")
+# glibc's malloc backed by transparent huge pages (glibc ≥ 2.35; a no-op where THP is "never"): eager
+# PyTorch allocates every activation afresh, and with 4 KiB pages ResNet-50 at batch 32 spends ~40% of its
+# CPU time in page faults (591 k per forward), a cost that follows activation bytes, not MACs.
+THP_MALLOC = "glibc.malloc.hugetlb=1"
 # --quick: latency runs, graph + prune runs, latency image side, timeouts (s) for ours and TP
 QUICK_REPS, QUICK_REPEATS, QUICK_SIZE, QUICK_TIMEOUTS = 1, 1, 112, (60, 15)
 
@@ -265,8 +270,10 @@ def _deploy(model: nn.Module, kind: str, fuse: bool) -> nn.Module:
     return fold_bn(model).to(memory_format=torch.channels_last)
 
 
-def _latency(dense: nn.Module, pruned: nn.Module, x: torch.Tensor, reps: int) -> tuple[float, float]:
-    """Median seconds of ``dense(x)`` and ``pruned(x)``, runs alternating (after one warm-up each)."""
+def _latency(dense: nn.Module, pruned: nn.Module, x: torch.Tensor, reps: int) -> dict[str, float]:
+    """Median ms of ``dense(x)`` and ``pruned(x)``, runs alternating (after one warm-up each), and the
+    median of the per-round speed-ups (each round times both models back to back, so load that changes
+    between rounds cancels out of its ratio)."""
     models, times = (dense, pruned), ([], [])
     if x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -277,7 +284,11 @@ def _latency(dense: nn.Module, pruned: nn.Module, x: torch.Tensor, reps: int) ->
                 models[k](x)
                 if rep:
                     times[k].append(time.perf_counter() - start)
-    return statistics.median(times[0]), statistics.median(times[1])
+    return {
+        "dense_ms": 1e3 * statistics.median(times[0]),
+        "pruned_ms": 1e3 * statistics.median(times[1]),
+        "paired_speedup": statistics.median(d / p for d, p in zip(*times, strict=True)),
+    }
 
 
 def worker(name: str, library: str, opts: argparse.Namespace) -> dict:
@@ -306,8 +317,7 @@ def worker(name: str, library: str, opts: argparse.Namespace) -> dict:
     if library == "prunekit" and opts.reps:
         dense, pruned = _deploy(model, kind, opts.fuse), _deploy(pruned, kind, opts.fuse)
         for batch in (1, 32):
-            t_dense, t_pruned = _latency(dense, pruned, _input(kind, batch, opts.size), opts.reps)
-            result[f"latency_b{batch}"] = {"dense_ms": 1e3 * t_dense, "pruned_ms": 1e3 * t_pruned}
+            result[f"latency_b{batch}"] = _latency(dense, pruned, _input(kind, batch, opts.size), opts.reps)
     return result
 
 
@@ -315,8 +325,9 @@ def _run(name: str, library: str, opts: argparse.Namespace, timeout: float) -> d
     cmd = [sys.executable, __file__, "--worker", name, library, "--reps", str(opts.reps)]
     cmd += ["--repeats", str(opts.repeats), "--round-to", str(opts.round_to), "--size", str(opts.size)]
     cmd += [] if opts.fuse else ["--no-fuse"]
+    env = {**os.environ, "GLIBC_TUNABLES": THP_MALLOC} if opts.thp_malloc else None
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, env=env)
     except subprocess.TimeoutExpired:
         return {"status": f"timeout after {timeout:.0f} s"}
     if done.returncode != 0:
@@ -345,7 +356,7 @@ def _table(results: dict[str, dict]) -> str:
             cells += [tp["status"], "", "", ""]
         for batch in (1, 32):
             lat = ours.get(f"latency_b{batch}")
-            cells.append(f"{lat['dense_ms'] / lat['pruned_ms']:.2f}×" if lat else "")
+            cells.append(f"{lat['paired_speedup']:.2f}×" if lat else "")
         cells.append(f"{ours['macs'] / ours['macs_after']:.2f}×")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -361,6 +372,11 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--round-to", type=int, default=1, help="kept channels rounded up to a multiple")
     parser.add_argument("--no-fuse", dest="fuse", action="store_false", help="latency without BN folding")
     parser.add_argument("--size", type=int, default=224, help="image side for the latency runs")
+    parser.add_argument(
+        "--thp-malloc",
+        action="store_true",
+        help=f"run both libraries' workers with GLIBC_TUNABLES={THP_MALLOC}",
+    )
     parser.add_argument("--models", nargs="+", choices=tuple(MODELS), help="a subset of the models")
     return parser.parse_args()
 
@@ -383,16 +399,18 @@ def main() -> None:
         print(f"{name}: {json.dumps(results[name])}", file=sys.stderr, flush=True)
     print(_table(results))
     if args.json:
-        settings = {k: getattr(args, k) for k in ("quick", "reps", "repeats", "round_to", "fuse", "size")}
+        keys = ("quick", "reps", "repeats", "round_to", "fuse", "size", "thp_malloc")
+        settings = {k: getattr(args, k) for k in keys}
+        settings["transparent_hugepage"] = _read("/sys/kernel/mm/transparent_hugepage/enabled")
         settings["timeouts_s"] = {"prunekit": timeouts[0], "torch_pruning": timeouts[1]}
-        summary = {"bench": "structured_vs_torch_pruning", **settings, "loadavg": _loadavg()}
+        summary = {"bench": "structured_vs_torch_pruning", **settings, "loadavg": _read("/proc/loadavg")}
         summary["wall_s"] = time.perf_counter() - start
         print(json.dumps({**summary, "results": results}))
 
 
-def _loadavg() -> str:
+def _read(path: str) -> str:
     try:
-        with open("/proc/loadavg") as f:
+        with open(path) as f:
             return f.read().strip()
     except OSError:
         return "unknown"
