@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
+import weakref
 from dataclasses import dataclass
 
 import pytest
@@ -62,6 +63,8 @@ def test_bad_plan_indices_are_rejected() -> None:
         PruningPlan(graph, {0: [6]})
     with pytest.raises(ValueError, match="distinct channel indices"):
         PruningPlan(graph, {0: [1, 1]})
+    with pytest.raises(ValueError, match="distinct channel indices in \\[0, 6\\), got \\[-1, 2\\]"):
+        PruningPlan(graph, {0: [2, -1]})
     with pytest.raises(ValueError, match="removes all 6 channels"):
         PruningPlan(graph, {0: range(6)})
     with pytest.raises(ValueError, match="valid group indices are 0..3"):
@@ -238,3 +241,27 @@ def test_copy_leaves_the_original_alone_keeps_ties_and_matches_inplace() -> None
     assert all(torch.equal(inplace.state_dict()[k], v) for k, v in pruned.state_dict().items())
     with torch.no_grad():
         assert pruned(tokens).shape == (1, 10, 10)
+
+
+class _FreesScratch(nn.Module):
+    """Checks, inside its own forward, that a freed intermediate is really freed while being traced."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 4, 1)
+        self.freed: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scratch = self.conv1(x) * 2
+        watch = weakref.ref(scratch)
+        y = self.conv2(torch.relu(scratch))
+        del scratch
+        self.freed.append(watch() is None)
+        return y + self.conv2(torch.relu(self.conv1(x)))  # new tensors may reuse freed ids
+
+
+def test_tracing_frees_activations_and_never_confuses_a_reused_id() -> None:
+    model = _FreesScratch().eval()
+    graph = DependencyGraph.build(model, torch.randn(1, 3, 10, 10))
+    assert model.freed == [True]
+    assert [g.size for g in graph.groups] == [8]  # conv1's channels; conv2's feed the (pinned) output
