@@ -265,3 +265,28 @@ def test_tracing_frees_activations_and_never_confuses_a_reused_id() -> None:
     graph = DependencyGraph.build(model, torch.randn(1, 3, 10, 10))
     assert model.freed == [True]
     assert [g.size for g in graph.groups] == [8]  # conv1's channels; conv2's feed the (pinned) output
+
+
+def test_counts_remove_exactly_that_many_channels_per_group() -> None:
+    model, x = build("lenet5")
+    graph = DependencyGraph.build(model, x)
+    plan = build_plan(model, graph, 0.9, "l1", counts={0: 2})  # ratio is replaced by counts
+    assert {i: len(c) for i, c in plan.removals.items()} == {0: 2}
+    rounded = build_plan(model, graph, 0.0, "l1", counts={0: 3}, round_to=2)  # 6 - 3 kept → 4 (a multiple)
+    assert len(rounded.removals[0]) == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"counts": {0: 6}}, r"counts\[0\] must be an int in \[0, 6\) \(keep at least 1\), got 6"),
+        ({"counts": {0: -1}}, r"counts\[0\] must be an int in \[0, 6\)"),
+        ({"counts": {0: 1.5}}, r"counts\[0\] must be an int"),
+        ({"counts": {99: 1}}, "counts has group index 99; valid group indices are 0..3"),
+        ({"counts": {0: 1}, "global_ranking": True}, "cannot be combined with global_ranking"),
+    ],
+)
+def test_bad_counts_are_rejected(kwargs: dict, message: str) -> None:
+    model, x = build("lenet5")
+    with pytest.raises(ValueError, match=message):
+        build_plan(model, DependencyGraph.build(model, x), 0.5, "l1", **kwargs)

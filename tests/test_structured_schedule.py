@@ -8,6 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+from prunekit.graph import DependencyGraph
+from prunekit.plan import apply_plan, build_plan
 from prunekit.structured_schedule import prune_iteratively, step_ratios
 from structured_zoo import build
 
@@ -70,9 +72,38 @@ def test_iterative_taylor_reads_gradients_left_by_finetune() -> None:
         m(x).square().mean().backward()
 
     pruned = prune_iteratively(model, x, 0.5, 2, "taylor", finetune=finetune)
-    # r = 1 − √0.5 ≈ 0.293: 8 → 6 (⌊8r⌋ = 2 go) → 5 (⌊6r⌋ = 1 goes); flooring keeps one more than one-shot
-    assert pruned[0][0].out_channels == 5
+    # 8 channels: 8 − round(8·√0.5) = 2 go in step 1, then the rest of the one-shot ⌊8·0.5⌋ = 4
+    assert pruned[0][0].out_channels == 4
     assert pruned(x).shape == model(x).shape
+
+
+def _widths(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(p.shape) for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize(
+    ("steps", "schedule", "kwargs"),
+    [
+        (5, "exponential", {}),
+        (3, "linear", {"round_to": 4}),
+        (4, "exponential", {"ratios": {"8.body.0.0": 0.25}}),  # a 32-channel block keeps 24
+    ],
+)
+def test_many_steps_end_with_the_one_shot_channel_counts(steps: int, schedule: str, kwargs: dict) -> None:
+    """Per-step flooring used to keep up to a channel per step more than one-shot (32 → 18, not 16)."""
+    model, x = build("resnet18")
+    graph = DependencyGraph.build(model, x)
+    one_shot = apply_plan(model, build_plan(model, graph, 0.6, "l1", **kwargs))
+    iterative = prune_iteratively(model, x, 0.6, steps, "l1", schedule=schedule, **kwargs)
+    assert _widths(iterative) == _widths(one_shot)
+    assert _widths(iterative) != _widths(model)
+    if "ratios" in kwargs:
+        assert iterative[8].body[0][0].out_channels == 24
+
+
+def test_counts_from_the_caller_are_refused() -> None:
+    with pytest.raises(TypeError, match="sets counts itself"):
+        prune_iteratively(mlp(), torch.randn(3, 4), 0.5, 2, counts={0: 1})
 
 
 @pytest.mark.parametrize(

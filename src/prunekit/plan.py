@@ -100,19 +100,23 @@ def build_plan(
     round_to: int = 1,
     ignore: Iterable[str] = (),
     ratios: Mapping[str, float] | None = None,
+    counts: Mapping[int, int] | None = None,
     generator: torch.Generator | None = None,
 ) -> PruningPlan:
     """Remove the lowest-scored ``ratio`` of channels per group (or globally with ``global_ranking``).
 
-    ``ratios`` overrides ``ratio`` for groups touching the named modules; groups touching ``ignore``d
-    modules are kept whole; ``round_to`` rounds every group's kept channels up to a multiple;
-    ``max_layer_ratio`` caps the fraction a global ranking may take from one group.
+    ``ratios`` overrides ``ratio`` for groups touching the named modules; ``counts`` (group index →
+    channels to remove) replaces both, and groups it does not list lose none; groups touching
+    ``ignore``d modules are kept whole; ``round_to`` rounds every group's kept channels up to a
+    multiple; ``max_layer_ratio`` caps the fraction a global ranking may take from one group.
     """
     ratio = check_sparsity(ratio, "ratio")
     max_layer_ratio = _check_max_ratio(max_layer_ratio)
     check_positive_int(round_to, "round_to")
     IMPORTANCES.get(importance)
     overrides = {k: check_sparsity(v, f"ratios[{k!r}]") for k, v in (ratios or {}).items()}
+    if counts is not None:
+        _check_counts(counts, graph, global_ranking)
     skip = set(ignore) if not isinstance(ignore, str) else {ignore}
     scored: dict[int, torch.Tensor] = {}
     with one_thread():
@@ -121,16 +125,33 @@ def build_plan(
                 scores = group_scores(model, group, importance, reduction, normalize, generator)
                 if scores is not None:
                     scored[group.index] = scores
-    if global_ranking:
-        counts = _global_counts(graph.groups, scored, ratio, max_layer_ratio)
+    if counts is not None:
+        chosen = {i: counts.get(i, 0) for i in scored}
+    elif global_ranking:
+        chosen = _global_counts(graph.groups, scored, ratio, max_layer_ratio)
     else:
-        counts = {i: _local_count(graph.groups[i], ratio, overrides) for i in scored}
+        chosen = {i: _local_count(graph.groups[i], ratio, overrides) for i in scored}
     removals = {}
-    for index, count in counts.items():
+    for index, count in chosen.items():
         count = _rounded(graph.groups[index].size, count, round_to)
         order = torch.argsort(scored[index], stable=True)
         removals[index] = tuple(sorted(order[:count].tolist()))
     return PruningPlan(graph, removals)
+
+
+def _check_counts(counts: Mapping[int, int], graph: DependencyGraph, global_ranking: bool) -> None:
+    if global_ranking:
+        raise ValueError("counts fixes every group's count; it cannot be combined with global_ranking=True")
+    for index, count in counts.items():
+        if not isinstance(index, int) or not 0 <= index < len(graph.groups):
+            raise ValueError(
+                f"counts has group index {index!r}; valid group indices are 0..{len(graph.groups) - 1}"
+            )
+        size = graph.groups[index].size
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count < size:
+            raise ValueError(
+                f"counts[{index}] must be an int in [0, {size}) (keep at least 1), got {count!r}"
+            )
 
 
 def _check_max_ratio(value: Any) -> float:
