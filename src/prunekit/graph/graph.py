@@ -140,7 +140,9 @@ class DependencyGraph:
             labels[node] = vectors
         classes = {k: type(v).__name__ for k, v in modules.items()}
         propagate(trace, uf, labels, classes, head_hints(trace, heads))
-        groups = _groups([m for m, _ in members], _roots(uf, [v for _, v in members]))
+        vectors = [v for _, v in members]
+        roots = uf.find(np.concatenate(vectors)) if vectors else np.zeros(0, dtype=np.int64)
+        groups = _groups([m for m, _ in members], roots, [len(v) for v in vectors])
         return cls(groups, shapes, trace, time.perf_counter() - start, heads)
 
     def __repr__(self) -> str:
@@ -187,31 +189,22 @@ def _is_ignored(owner: str, ignored: tuple[str, ...]) -> bool:
     return any(owner == n or owner.startswith(n + ".") or n == "" for n in ignored)
 
 
-def _roots(uf: UnionFind, vectors: list[np.ndarray]) -> list[np.ndarray]:
-    """``uf.find`` of every vector, in one call."""
-    if not vectors:
-        return []
-    return np.split(uf.find(np.concatenate(vectors)), np.cumsum([len(v) for v in vectors[:-1]]))
-
-
-def _groups(members: list[Member], roots: list[np.ndarray]) -> tuple[Group, ...]:
+def _groups(members: list[Member], roots: np.ndarray, sizes: list[int]) -> tuple[Group, ...]:
     """Channels (union-find roots) touching the same set of members form one group.
 
+    ``roots`` holds every member's root labels one after another (``sizes[m]`` for member ``m``).
     Groups are ordered by the first member and position where one of their channels appears, and so are
     the channels within a group.
     """
-    if not roots:
-        return ()
-    sizes = np.fromiter((len(r) for r in roots), dtype=np.int64, count=len(roots))
-    flat = np.concatenate(roots)
-    mem = np.repeat(np.arange(len(roots), dtype=np.int64), sizes)
-    pos = np.arange(len(flat), dtype=np.int64) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-    live = flat != 0
+    live = roots != 0
     if not live.any():
         return ()
-    flat, mem, pos = flat[live], mem[live], pos[live]
+    lengths = np.asarray(sizes, dtype=np.int64)
+    mem = np.repeat(np.arange(len(sizes), dtype=np.int64), lengths)
+    pos = np.arange(len(roots), dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    flat, mem, pos = roots[live], mem[live], pos[live]
     # sort by (root, member), positions ascending within (stable): keep each pair's first position
-    pair = flat * len(roots) + mem
+    pair = flat * len(sizes) + mem
     order = np.argsort(pair, kind="stable")
     pair = pair[order]
     first = order[np.r_[True, pair[1:] != pair[:-1]]]
@@ -224,7 +217,7 @@ def _groups(members: list[Member], roots: list[np.ndarray]) -> tuple[Group, ...]
     for first, stop in zip(runs[:-1].tolist(), runs[1:].tolist(), strict=True):
         by_signature[mem[starts[first] : ends[first]].tobytes()].append(rts[starts[first:stop]])
     channel_roots = [np.concatenate(parts) for parts in by_signature.values()]
-    channel_of = _channel_maps(roots, channel_roots)
+    channel_of = _channel_maps(roots, sizes, channel_roots)
     groups = []
     for index, (signature, rs) in enumerate(zip(by_signature, channel_roots, strict=True)):
         chosen = np.frombuffer(signature, dtype=np.int64).tolist()
@@ -249,22 +242,23 @@ def _same_as_previous(mem: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> 
 
 
 def _channel_maps(
-    roots: list[np.ndarray], channel_roots: list[np.ndarray]
+    roots: np.ndarray, sizes: list[int], channel_roots: list[np.ndarray]
 ) -> Callable[[int, int], np.ndarray]:
-    """``channel_of(member, group)``: each index of the member → its channel in ``group``, else −1."""
-    flat = np.concatenate(channel_roots)
-    sizes = [len(rs) for rs in channel_roots]
-    group = np.repeat(np.arange(len(sizes)), sizes)
-    channel = np.arange(len(flat)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
-    order = np.argsort(flat)
-    flat, group, channel = flat[order], group[order], channel[order]
-    every = np.concatenate(roots)  # all members at once, split back below
-    at = np.minimum(np.searchsorted(flat, every), len(flat) - 1)
-    bounds = np.cumsum([len(r) for r in roots[:-1]])
-    owners = np.split(np.where(flat[at] == every, group[at], -1), bounds)
-    positions = np.split(channel[at], bounds)
+    """``channel_of(member, group)``: each index of the member → its channel in ``group``, else −1.
+
+    One lookup table indexed by root label (group and position of every channel root) serves all
+    members at once.
+    """
+    owner_of = np.full(int(roots.max()) + 1, -1, dtype=np.int64)
+    position_of = np.zeros(len(owner_of), dtype=np.int64)
+    for index, channels in enumerate(channel_roots):
+        owner_of[channels] = index
+        position_of[channels] = np.arange(len(channels))
+    owners, positions = owner_of[roots], position_of[roots]
+    offsets = np.cumsum([0, *sizes]).tolist()
 
     def channel_of(member: int, index: int) -> np.ndarray:
-        return np.where(owners[member] == index, positions[member], -1)
+        span = slice(offsets[member], offsets[member + 1])
+        return np.where(owners[span] == index, positions[span], -1)
 
     return channel_of
