@@ -82,7 +82,8 @@ def update_attention(model: nn.Module, heads: str) -> list[tuple[int, int, int]]
     config = getattr(model, "config", None)
     found = []
     for module in model.modules():
-        widths, d_attr = _projections(module), _first(module, _HEAD_DIM)
+        widths = _projections(module)
+        d_attr = None if widths is None else _first(module, _HEAD_DIM)
         if widths is None or d_attr is None:
             continue
         q, k, _ = widths
