@@ -3,10 +3,11 @@
 Per model: graph + prune time (median of ``--repeats`` runs on fresh copies, each library in a
 subprocess with a timeout, so a hang or crash is recorded, not fatal), parameters and MACs after
 pruning, and 2-thread CPU latency of the dense model vs prunekit's pruned model at batch 1 and 32
-(median of alternating runs after a warm-up, and the median of per-round speed-ups). Both libraries
-protect only the model's outputs (the classifier keeps its classes; its input features are pruned like
-any layer). For latency both models are put in the same deployment form: BatchNorm folded into the
-preceding conv and channels-last for CNNs (``--no-fuse`` to measure them as built).
+(in a process of its own: median of alternating runs after a warm-up, and the median of per-round
+speed-ups). Both libraries protect only the model's outputs (the classifier keeps its classes; its
+input features are pruned like any layer). For latency both models are put in the same deployment
+form: BatchNorm folded into the preceding conv and channels-last for CNNs (``--no-fuse`` to measure
+them as built).
 
     python bench/structured_vs_torch_pruning.py              # all six models
     python bench/structured_vs_torch_pruning.py --quick      # ≤ 60 s: ResNet-18, MobileNetV2, tiny LLaMA
@@ -292,10 +293,14 @@ def _latency(dense: nn.Module, pruned: nn.Module, x: torch.Tensor, reps: int) ->
 
 
 def worker(name: str, library: str, opts: argparse.Namespace) -> dict:
-    """One library on one model, in this process: prune time, params, MACs (and latency for ours)."""
+    """One library on one model, in this process: prune time, params, MACs; or (``library ==
+    "latency"``) dense vs prunekit-pruned latency, in a process of its own so that the heap left by the
+    timed prune runs does not change it (glibc reuses freed memory: page faults depend on history)."""
     import copy
 
     torch.set_num_threads(2)
+    if library == "latency":
+        return _latency_worker(name, opts)
     model, kind, head = _build(name)
     x = _input(kind, 1)
     params, macs = _count(model, x)
@@ -314,11 +319,16 @@ def worker(name: str, library: str, opts: argparse.Namespace) -> dict:
     result = {"seconds": statistics.median(times), "seconds_all": times, "params": params, "macs": macs}
     result["cpu_seconds"] = statistics.median(cpu)  # process CPU time: less sensitive to other jobs
     result["params_after"], result["macs_after"] = _count(pruned, x)
-    if library == "prunekit" and opts.reps:
-        dense, pruned = _deploy(model, kind, opts.fuse), _deploy(pruned, kind, opts.fuse)
-        for batch in (1, 32):
-            result[f"latency_b{batch}"] = _latency(dense, pruned, _input(kind, batch, opts.size), opts.reps)
     return result
+
+
+def _latency_worker(name: str, opts: argparse.Namespace) -> dict:
+    import copy
+
+    model, kind, _ = _build(name)
+    pruned = _ours(copy.deepcopy(model), _input(kind, 1), opts.round_to)
+    dense, pruned = _deploy(model, kind, opts.fuse), _deploy(pruned, kind, opts.fuse)
+    return {f"latency_b{b}": _latency(dense, pruned, _input(kind, b, opts.size), opts.reps) for b in (1, 32)}
 
 
 def _run(name: str, library: str, opts: argparse.Namespace, timeout: float) -> dict:
@@ -392,10 +402,11 @@ def main() -> None:
     timeouts = QUICK_TIMEOUTS if args.quick else (600, 300)
     start, results = time.perf_counter(), {}
     for name in names:
-        results[name] = {
-            "prunekit": _run(name, "prunekit", args, timeouts[0]),
-            "torch_pruning": _run(name, "torch_pruning", args, timeouts[1]),
-        }
+        ours = _run(name, "prunekit", args, timeouts[0])
+        if ours["status"] == "ok" and args.reps:
+            latency = _run(name, "latency", args, timeouts[0])
+            ours.update(latency if latency["status"] == "ok" else {"latency_status": latency["status"]})
+        results[name] = {"prunekit": ours, "torch_pruning": _run(name, "torch_pruning", args, timeouts[1])}
         print(f"{name}: {json.dumps(results[name])}", file=sys.stderr, flush=True)
     print(_table(results))
     if args.json:
