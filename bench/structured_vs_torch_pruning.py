@@ -34,7 +34,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 def _cbr(cin: int, cout: int, k: int = 1, s: int = 1, g: int = 1, act: type = nn.ReLU) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, k, s, k // 2, groups=g, bias=False), nn.BatchNorm2d(cout), act()]
+    return [nn.Conv2d(cin, cout, k, s, k // 2, groups=g, bias=False), nn.BatchNorm2d(cout), act(inplace=True)]
 
 
 class Basic(nn.Module):
@@ -50,8 +50,9 @@ class Basic(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
-        return F.relu(out + (x if self.downsample is None else self.downsample(x)))
+        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)), inplace=True)))
+        out += x if self.downsample is None else self.downsample(x)  # in place, as torchvision
+        return F.relu(out, inplace=True)
 
 
 class Bottleneck(nn.Module):
@@ -68,17 +69,19 @@ class Bottleneck(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
-        return F.relu(self.bn3(self.conv3(out)) + (x if self.downsample is None else self.downsample(x)))
+        out = F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)), inplace=True))), inplace=True)
+        out = self.bn3(self.conv3(out))
+        out += x if self.downsample is None else self.downsample(x)  # in place, as torchvision
+        return F.relu(out, inplace=True)
 
 
 class ResNet(nn.Module):
-    """torchvision's ResNet (same module names and parameter counts)."""
+    """torchvision's ResNet (same module names and parameter counts; ReLU and the residual add in place)."""
 
     def __init__(self, block: type, depths: tuple[int, ...]) -> None:
         super().__init__()
         self.conv1, self.bn1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64)
-        self.relu, self.maxpool = nn.ReLU(), nn.MaxPool2d(3, 2, 1)
+        self.relu, self.maxpool = nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)
         cin = 64
         for i, (w, n) in enumerate(zip((64, 128, 256, 512), depths, strict=True)):
             blocks = []
@@ -141,10 +144,10 @@ class DenseNet(nn.Module):
             layers = nn.ModuleList()
             for j in range(n):
                 w = c + j * growth
-                bottleneck = [nn.BatchNorm2d(w), nn.ReLU(), nn.Conv2d(w, 4 * growth, 1, bias=False)]
+                bottleneck = [nn.BatchNorm2d(w), nn.ReLU(True), nn.Conv2d(w, 4 * growth, 1, bias=False)]
                 conv = [
                     nn.BatchNorm2d(4 * growth),
-                    nn.ReLU(),
+                    nn.ReLU(True),
                     nn.Conv2d(4 * growth, growth, 3, 1, 1, bias=False),
                 ]
                 layers.append(nn.Sequential(*bottleneck, *conv))
@@ -153,7 +156,7 @@ class DenseNet(nn.Module):
             if i < len(blocks) - 1:
                 self.transitions.append(
                     nn.Sequential(
-                        nn.BatchNorm2d(c), nn.ReLU(), nn.Conv2d(c, c // 2, 1, bias=False), nn.AvgPool2d(2)
+                        nn.BatchNorm2d(c), nn.ReLU(True), nn.Conv2d(c, c // 2, 1, bias=False), nn.AvgPool2d(2)
                     )
                 )
                 c //= 2
