@@ -290,3 +290,17 @@ def test_bad_counts_are_rejected(kwargs: dict, message: str) -> None:
     model, x = build("lenet5")
     with pytest.raises(ValueError, match=message):
         build_plan(model, DependencyGraph.build(model, x), 0.5, "l1", **kwargs)
+
+
+def test_random_importance_draws_independently_for_each_group() -> None:
+    model, x = build("resnet18")
+    graph = DependencyGraph.build(model, x)
+    plan = build_plan(model, graph, 0.5, "random")
+    by_size: dict[int, set[tuple[int, ...]]] = {}
+    for index, channels in plan.removals.items():
+        by_size.setdefault(graph.groups[index].size, set()).add(channels)
+    same_size = [
+        choices for size, choices in by_size.items() if sum(g.size == size for g in graph.groups) > 1
+    ]
+    assert same_size and all(len(choices) > 1 for choices in same_size)  # not one draw repeated per group
+    assert plan.removals == build_plan(model, graph, 0.5, "random").removals  # and reproducible
