@@ -214,8 +214,8 @@ def _groups(members: list[Member], roots: np.ndarray, sizes: list[int]) -> tuple
     starts, ends = starts[order], np.r_[starts[1:], len(rts)][order]
     by_signature: dict[bytes, list[np.ndarray]] = defaultdict(list)
     runs = np.r_[np.flatnonzero(~_same_as_previous(mem, starts, ends)), len(starts)]
-    for first, stop in zip(runs[:-1].tolist(), runs[1:].tolist(), strict=True):
-        by_signature[mem[starts[first] : ends[first]].tobytes()].append(rts[starts[first:stop]])
+    for begin, stop in zip(runs[:-1].tolist(), runs[1:].tolist(), strict=True):
+        by_signature[mem[starts[begin] : ends[begin]].tobytes()].append(rts[starts[begin:stop]])
     channel_roots = [np.concatenate(parts) for parts in by_signature.values()]
     channel_of = _channel_maps(roots, sizes, channel_roots)
     groups = []
