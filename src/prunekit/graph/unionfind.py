@@ -58,6 +58,11 @@ class UnionFind:
                 return
             lo, hi = np.minimum(ra[differ], rb[differ]), np.maximum(ra[differ], rb[differ])
             self._parent[hi] = lo
+            # a root linked twice in this batch keeps only its last link: retry just the pairs that lost
+            lost = self._parent[hi] != lo
+            if not lost.any():
+                return
+            a, b = lo[lost], hi[lost]
 
     def pin(self, labels: np.ndarray) -> None:
         """Make ``labels`` unremovable."""
