@@ -10,6 +10,7 @@ add …). Shapes decide everything: a rule reads the recorded shapes, never a mo
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -85,12 +86,17 @@ def out_refs(op: Op) -> list[Ref]:
 
 def arg(op: Op, name: str, default: Any = None) -> Any:
     """The argument ``name`` of ``op`` by its ATen schema, positional or keyword."""
-    for i, a in enumerate(op.func._schema.arguments):
-        if a.name == name:
-            if i < len(op.args):
-                return op.args[i]
-            return op.kwargs.get(name, default)
-    return default
+    i = _position(op.func, name)
+    if i is None:
+        return default
+    return op.args[i] if i < len(op.args) else op.kwargs.get(name, default)
+
+
+@functools.cache
+def _position(func: Any, name: str) -> int | None:
+    """Index of argument ``name`` in ``func``'s schema (read once per op overload: the schema's
+    argument list is rebuilt as Python objects on every access)."""
+    return next((i for i, a in enumerate(func._schema.arguments) if a.name == name), None)
 
 
 def _rule_for(name: str) -> Rule | None:
