@@ -37,14 +37,18 @@ def step_ratios(ratio: float, steps: int, schedule: str = "exponential") -> list
     ratio = check_sparsity(ratio, "ratio")
     check_positive_int(steps, "steps")
     check_choice(schedule, "schedule", SCHEDULES)
-    if schedule == "exponential":
-        kept = [(1.0 - ratio) ** (s / steps) for s in range(steps + 1)]
-    else:
-        kept = [1.0 - ratio * s / steps for s in range(steps + 1)]
+    kept = _kept_fractions(ratio, steps, schedule)
     return [
         min(1.0 - after / before + _FLOAT_SLACK, 1.0 - _FLOAT_SLACK) if after < before else 0.0
         for before, after in itertools.pairwise(kept)
     ]
+
+
+def _kept_fractions(ratio: float, steps: int, schedule: str) -> list[float]:
+    """``k_s`` for ``s = 0 … steps``: the fraction of the original channels kept after step ``s``."""
+    if schedule == "exponential":
+        return [(1.0 - ratio) ** (s / steps) for s in range(steps + 1)]
+    return [1.0 - ratio * s / steps for s in range(steps + 1)]
 
 
 def prune_iteratively(
@@ -108,11 +112,7 @@ def _cumulative_removals(
     out = {}
     for group in graph.groups:
         size, final = group.size, _local_count(group, ratio, overrides)
-        own = final / size
-        if schedule == "exponential":
-            kept = [(1.0 - own) ** (s / steps) for s in range(1, steps)]
-        else:
-            kept = [1.0 - own * s / steps for s in range(1, steps)]
+        kept = _kept_fractions(final / size, steps, schedule)[1:-1]
         out[_key(group)] = (size, [min(final, size - round(size * k)) for k in kept] + [final])
     return out
 
