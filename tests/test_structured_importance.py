@@ -1,4 +1,4 @@
-"""Group importances obd, fpgm and lamp: hand-computed values on a tiny Linear → ReLU → Linear."""
+"""Group importances: magnitude, obd, fpgm and lamp — hand-computed values on tiny networks."""
 
 from __future__ import annotations
 
@@ -104,3 +104,22 @@ def test_fpgm_scores_whole_attention_heads() -> None:
     head = (torch.arange(24) // 4) % 2
     expected = torch.stack([distances[head == h].sum() for h in (0, 1)]).float()
     torch.testing.assert_close(per_member("fpgm", attn, group)[0], expected)
+
+
+@pytest.mark.parametrize("importance", ["l1", "l2"])
+def test_magnitude_reads_weights_not_batchnorm_running_statistics(importance: str) -> None:
+    """A huge running variance scales its channel *down*; it must not make the channel look important."""
+    model = nn.Sequential(nn.Conv2d(1, 3, 1, bias=False), nn.BatchNorm2d(3), nn.Conv2d(3, 1, 1)).eval()
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([1.0, 2.0, 3.0]).view(3, 1, 1, 1))
+        model[1].running_var.copy_(torch.tensor([1e4, 1.0, 1.0]))
+        model[1].running_mean.copy_(torch.tensor([50.0, 0.0, 0.0]))
+    (group,) = DependencyGraph.build(model, torch.randn(1, 1, 4, 4)).groups
+    rows = per_member(importance, model, group)
+    buffers = [i for i, m in enumerate(group.members) if m.tensor.endswith(("running_var", "running_mean"))]
+    assert len(buffers) == 2 and torch.isnan(rows[buffers]).all()
+    scores = group_scores(model, group, importance, normalize="none")
+    # conv weight rows 1, 2, 3; BN γ = 1, β = 0; next conv's columns: equal across channels
+    assert scores.argsort().tolist() == [0, 1, 2]
+    graph = DependencyGraph.build(model, torch.randn(1, 1, 4, 4))
+    assert build_plan(model, graph, 0.34, importance).removals == {0: (0,)}

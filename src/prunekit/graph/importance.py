@@ -42,11 +42,21 @@ def _rows(
 
 def _tensor(model: nn.Module, name: str) -> torch.Tensor:
     """The parameter or buffer ``name`` (a state_dict key), by the module tree's own dicts."""
+    owner, local = _owner(model, name)
+    return getattr(owner, local)
+
+
+def _is_parameter(model: nn.Module, name: str) -> bool:
+    owner, local = _owner(model, name)
+    return local in owner._parameters
+
+
+def _owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
     *path, local = name.split(".")
     owner = model
     for atom in path:
         owner = owner._modules[atom]
-    return getattr(owner, local)
+    return owner, local
 
 
 def _per_channel(group: Group, member: int, values: torch.Tensor) -> torch.Tensor:
@@ -106,12 +116,17 @@ def _member_rows(
 
 def _magnitude(power: int) -> Criterion:
     def score(model: nn.Module, group: Group, generator: torch.Generator) -> torch.Tensor:
-        rows = [
-            _per_channel(group, i, _power_sums(model, group, i, power)) for i in range(len(group.members))
-        ]
-        return torch.stack(rows) if power == 1 else torch.stack(rows).pow(1.0 / power)
+        rows = _member_rows(
+            group,
+            lambda m: _is_parameter(model, m.tensor),
+            lambda i: _per_channel(group, i, _power_sums(model, group, i, power)),
+        )
+        return rows if power == 1 else rows.pow(1.0 / power)
 
-    score.__doc__ = f"L{power} norm of every weight slice of a channel (Li et al., 2017)."
+    score.__doc__ = (
+        f"L{power} norm of every weight slice of a channel (Li et al., 2017). Parameters only: NaN for "
+        "buffers (a BatchNorm's running variance is a statistic, and a large one scales the channel down)."
+    )
     return score
 
 
@@ -127,13 +142,12 @@ def bn_scale(model: nn.Module, group: Group, generator: torch.Generator) -> torc
 
 def taylor(model: nn.Module, group: Group, generator: torch.Generator) -> torch.Tensor:
     """|Σ w·∂L/∂w| over each channel's weights (first-order Taylor, Molchanov et al., 2019)."""
-    params = dict(model.named_parameters())
 
     def row(i: int) -> torch.Tensor:
         product = (_rows(model, group, i) * _rows(model, group, i, grad=True)).sum(1)
         return _per_channel(group, i, product).abs()
 
-    return _member_rows(group, lambda m: m.tensor in params, row)
+    return _member_rows(group, lambda m: _is_parameter(model, m.tensor), row)
 
 
 def obd(model: nn.Module, group: Group, generator: torch.Generator) -> torch.Tensor:
@@ -145,13 +159,12 @@ def obd(model: nn.Module, group: Group, generator: torch.Generator) -> torch.Ten
     batch of one sample gives the per-sample estimate, a larger batch a lower bound of its mean).
     Parameters only; NaN for buffers.
     """
-    params = dict(model.named_parameters())
 
     def row(i: int) -> torch.Tensor:
         w, g = _rows(model, group, i), _rows(model, group, i, grad=True, importance="obd")  # (n, rest)
         return _per_channel(group, i, 0.5 * (w.square() * g.square()).sum(1))
 
-    return _member_rows(group, lambda m: m.tensor in params, row)
+    return _member_rows(group, lambda m: _is_parameter(model, m.tensor), row)
 
 
 def fpgm(model: nn.Module, group: Group, generator: torch.Generator) -> torch.Tensor:
@@ -163,7 +176,6 @@ def fpgm(model: nn.Module, group: Group, generator: torch.Generator) -> torch.Te
     that tensor. A channel spanning several rows (an attention head) sums their scores. NaN for
     consumers, biases and norm scales.
     """
-    params = dict(model.named_parameters())
 
     def row(i: int) -> torch.Tensor:
         filters = _rows(model, group, i).double()  # (n, rest)
@@ -171,7 +183,7 @@ def fpgm(model: nn.Module, group: Group, generator: torch.Generator) -> torch.Te
         return _per_channel(group, i, distances.float())
 
     def reads(m: Member) -> bool:
-        return m.role == "out" and m.tensor in params and params[m.tensor].dim() >= 2
+        return m.role == "out" and _is_parameter(model, m.tensor) and _tensor(model, m.tensor).dim() >= 2
 
     return _member_rows(group, reads, row)
 
@@ -183,7 +195,6 @@ def lamp(model: nn.Module, group: Group, generator: torch.Generator) -> torch.Te
     squared norms of every channel of that parameter with a larger *or equal* norm (tied channels get
     equal scores). The largest channel scores 1; a channel of zero norm scores 0. Parameters only.
     """
-    params = dict(model.named_parameters())
 
     def row(i: int) -> torch.Tensor:
         norms = _per_channel(group, i, _rows(model, group, i).square().sum(1)).double()  # (size,)
@@ -192,7 +203,7 @@ def lamp(model: nn.Module, group: Group, generator: torch.Generator) -> torch.Te
         denominator = tail[torch.searchsorted(ascending, norms)]  # first position with an equal norm
         return torch.where(denominator > 0, norms / denominator.clamp_min(1e-300), 0.0).float()
 
-    return _member_rows(group, lambda m: m.tensor in params, row)
+    return _member_rows(group, lambda m: _is_parameter(model, m.tensor), row)
 
 
 def random(model: nn.Module, group: Group, generator: torch.Generator) -> torch.Tensor:
