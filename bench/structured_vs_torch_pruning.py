@@ -266,12 +266,35 @@ def _torch_pruning(model: nn.Module, x: torch.Tensor, head: str, round_to: int) 
 
 
 def _deploy(model: nn.Module, kind: str, fuse: bool) -> nn.Module:
-    """The form a CNN is served in on CPU: BatchNorm folded into its conv, channels-last."""
+    """``model`` (changed in place) in the form a CNN is served in on CPU: BatchNorm folded into its conv,
+    channels-last.
+
+    The fold is done on the model's own modules (``torch.fx`` only finds each conv → BatchNorm pair), so
+    its forward runs as written: ``torch.fx``'s ``fuse`` regenerates the forward and turns an in-place
+    residual ``out += x`` into an out-of-place add, a fresh activation per block at batch 32.
+    """
     if not fuse or not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
         return model
-    from torch.fx.experimental.optimization import fuse as fold_bn
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-    return fold_bn(model).to(memory_format=torch.channels_last)
+    model = model.eval()
+    modules = dict(model.named_modules())
+    for node in torch.fx.symbolic_trace(model).graph.nodes:
+        source = node.args[0] if node.op == "call_module" and node.args else None
+        if (
+            isinstance(modules.get(node.target), nn.BatchNorm2d)
+            and getattr(source, "op", None) == "call_module"
+            and isinstance(modules[source.target], nn.Conv2d)
+            and len(source.users) == 1
+        ):
+            _replace(model, source.target, fuse_conv_bn_eval(modules[source.target], modules[node.target]))
+            _replace(model, node.target, nn.Identity())
+    return model.to(memory_format=torch.channels_last)
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, local = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, local, new)
 
 
 def _latency(dense: nn.Module, pruned: nn.Module, x: torch.Tensor, reps: int) -> dict[str, float]:
