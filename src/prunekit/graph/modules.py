@@ -141,6 +141,11 @@ def _register_defaults() -> None:
     # residual channels can go. Its neighbours (the MLP after it) still prune exactly; for prunable heads
     # write attention as Linear projections + F.scaled_dot_product_attention (see tests/structured_zoo.py).
     register_handler(nn.MultiheadAttention, ModuleHandler(lambda m: {}, lambda m: None))
+    # Pinned too: recurrent layers check input_size against their input and keep flattened weight
+    # copies; pruning hidden units would need the gate structure (4 or 3 blocks per unit). Kept whole,
+    # the layers around them still prune.
+    for cls in (nn.RNNBase, nn.RNNCellBase):
+        register_handler(cls, ModuleHandler(lambda m: {}, lambda m: None))
 
 
 _register_defaults()

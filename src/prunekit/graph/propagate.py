@@ -11,6 +11,7 @@ add …). Shapes decide everything: a rule reads the recorded shapes, never a mo
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -114,14 +115,17 @@ def propagate(
     modules: dict[str, str],
     hints: dict[int, int] | None = None,
 ) -> Context:
-    """Run every op's rule in order; pin the model outputs. ``modules`` maps name → class name,
-    ``hints`` maps a view's output node to the dim that keeps labels where it splits heads.
+    """Run every op's rule in order; pin the model outputs and the tensors no op read. ``modules``
+    maps name → class name, ``hints`` maps a view's output node to the dim that keeps labels where it
+    splits heads.
 
     Raises :class:`UnsupportedOpError` naming the op and its module when an op without a rule
     touches a channel that could be removed.
     """
     ctx = Context(trace, uf, labels, hints)
+    read: set[int] = set()
     for op in trace.ops:
+        read.update(ref.node for ref in tensor_args(op))
         outs = out_refs(op)
         if not outs:
             continue
@@ -139,15 +143,48 @@ def propagate(
     for node in trace.outputs:
         for vec in ctx.of(Ref(node)):
             uf.pin(vec)
+    _pin_unread(ctx, read)
     return ctx
+
+
+def _pin_unread(ctx: Context, read: set[int]) -> None:
+    """Keep whole the parameters and buffers the traced forward never read (an auxiliary head that
+    runs only in training, an unused layer): nothing couples them to the channels they would meet."""
+    unused = []
+    for node, (kind, name) in ctx.trace.sources.items():
+        if kind in ("param", "buffer") and node not in read and node in ctx.labels:
+            vectors = ctx.labels[node]
+            if kind == "param" and ctx.live(vectors):
+                unused.append(name)
+            for vec in vectors:
+                ctx.uf.pin(vec)
+    if unused:
+        warnings.warn(
+            f"{len(unused)} parameter(s) were not used by the traced forward ({', '.join(unused[:4])}"
+            f"{' …' if len(unused) > 4 else ''}): they keep all their channels. If they run in another "
+            "mode (e.g. an auxiliary head in training), their inputs may be pruned under them: keep the "
+            "layers feeding them with ignore=[...], or trace a forward that uses them.",
+            stacklevel=4,
+        )
 
 
 def _unsupported(op: Op, modules: dict[str, str]) -> UnsupportedOpError:
     where = (
         f"module {op.module!r} ({modules.get(op.module, '?')})" if op.module else "the model's own forward"
     )
+    why = _WHY.get(op.name, "")
     return UnsupportedOpError(
         f"cannot prune through aten.{op.func.__name__} called in {where}: it touches prunable channels "
-        f"and there is no channel rule for it. The model is unchanged. Fix: keep the layers feeding it out "
-        f"of pruning with ignore=[...], or add a rule with prunekit.graph.register_op_rule({op.name!r}, rule)"
+        f"and there is no channel rule for it{why}. The model is unchanged. Fix: keep the layers feeding "
+        f"it out of pruning with ignore=[...], or add a rule with "
+        f"prunekit.graph.register_op_rule({op.name!r}, rule)"
     )
+
+
+_WHY = {
+    "_safe_softmax": (
+        " (it is F.scaled_dot_product_attention's unfused math path, taken on CPU e.g. for 3-D q/k/v "
+        "without a heads dim: there the heads and the default scale are not visible; q/k/v shaped "
+        "(batch, heads, seq, head_dim) run a fused kernel that prunekit handles)"
+    ),
+}

@@ -21,14 +21,21 @@ REDUCTIONS = (
     "mean", "sum", "amax", "amin", "max", "min", "var", "std", "prod", "logsumexp", "linalg_vector_norm",
     "argmax", "argmin", "all", "any", "var_mean", "std_mean",
 )  # fmt: skip
-SAME_RANK = (
+WINDOWED = (
     "max_pool1d", "max_pool2d", "max_pool3d", "max_pool2d_with_indices", "max_pool3d_with_indices",
     "avg_pool1d", "avg_pool2d", "avg_pool3d", "_adaptive_avg_pool2d", "_adaptive_avg_pool3d",
     "adaptive_max_pool2d", "adaptive_max_pool1d", "upsample_nearest1d", "upsample_nearest2d",
     "upsample_nearest3d", "upsample_bilinear2d", "upsample_linear1d", "upsample_bicubic2d",
-    "_upsample_nearest_exact2d", "constant_pad_nd", "reflection_pad1d", "reflection_pad2d",
-    "replication_pad1d", "replication_pad2d", "_softmax", "_log_softmax", "softmax", "log_softmax",
-    "cumsum",
+    "_upsample_nearest_exact2d",
+)  # fmt: skip
+PADS = ("constant_pad_nd", "reflection_pad1d", "reflection_pad2d", "replication_pad1d", "replication_pad2d")
+ALONG_DIM = (
+    "_softmax", "_log_softmax", "softmax", "log_softmax", "cumsum", "cumprod",
+    "logcumsumexp", "cummax", "cummin",
+)  # fmt: skip
+RECURRENT = (
+    "mkldnn_rnn_layer", "lstm", "gru", "rnn_tanh", "rnn_relu", "lstm_cell", "gru_cell", "rnn_tanh_cell",
+    "rnn_relu_cell", "_thnn_fused_lstm_cell", "_thnn_fused_gru_cell",
 )  # fmt: skip
 BATCH_NORMS = (
     "native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training",
@@ -39,7 +46,10 @@ BATCH_NORMS = (
 def _register() -> None:
     register_op_rule(ELEMENTWISE, shape.elementwise)
     register_op_rule(REDUCTIONS, shape.reduction)
-    register_op_rule(SAME_RANK, shape.same_rank)
+    register_op_rule(WINDOWED, shape.windowed)
+    register_op_rule(PADS, shape.same_rank)
+    register_op_rule(ALONG_DIM, shape.along_dim)
+    register_op_rule(RECURRENT, shape.pinned)
     register_op_rule("cat", shape.cat)
     register_op_rule(("split", "split_with_sizes", "unsafe_split"), shape.split)
     register_op_rule("slice", shape.slice_)

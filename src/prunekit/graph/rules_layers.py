@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import rules_shape as shape
 from .propagate import Context, Labels, arg, out_refs, tensor_args
 from .trace import Op, Ref
 
@@ -23,7 +24,7 @@ def convolution(ctx: Context, op: Op) -> list[Labels]:
     transposed, groups = bool(arg(op, "transposed")), int(arg(op, "groups"))
     xl, wl = ctx.of(x), ctx.of(w)
     cin = xl[1]
-    for vec in xl[2:]:
+    for vec in (*xl[2:], *wl[2:]):  # spatial dims; kernel dims (a bare nn.Parameter has labels there)
         ctx.uf.pin(vec)
     w_in, w_out = (wl[0], wl[1]) if transposed else (wl[1], wl[0])
     if groups == 1:
@@ -107,9 +108,16 @@ def group_norm(ctx: Context, op: Op) -> list[Labels]:
 
 
 def prelu(ctx: Context, op: Op) -> list[Labels]:
+    """``_prelu_kernel(x, weight)``: the slopes broadcast against ``x`` (torch passes them viewed as
+    ``(1, C, 1, …)``), so aligned dims join as in any broadcasting op; a 1-D weight is channel dim 1."""
     xl, wl = ctx.of(op.args[0]), ctx.of(op.args[1])
-    if len(wl[0]) == len(xl[1]) and len(xl) > 1:
+    if len(wl) == len(xl):
+        return shape.elementwise(ctx, op)
+    if len(wl) == 1 and len(xl) > 1 and len(wl[0]) == len(xl[1]):
         ctx.uf.union(wl[0], xl[1])
+    else:
+        for vec in wl:
+            ctx.uf.pin(vec)
     return [xl]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 import numpy as np
 
@@ -34,10 +35,18 @@ def elementwise(ctx: Context, op: Op) -> list[Labels]:
 
 
 def reduction(ctx: Context, op: Op) -> list[Labels]:
-    """Reduced dims vanish (or become size 1); the others keep their labels."""
+    """Reduced dims vanish (or become size 1); the others keep their labels.
+
+    A statistic over a channel dim (mean, var, amax …) may change when channels go, as a LayerNorm's
+    does; a reduction that returns *positions* (argmax, ``max(dim)``'s indices) pins the reduced dims,
+    since the positions of the kept channels shift.
+    """
     x = tensor_args(op)[0]
     labels = ctx.of(x)
     reduced = set(_dims(arg(op, "dim"), len(labels)))
+    if op.name in ("argmax", "argmin") or (len(out_refs(op)) == 2 and op.name in ("max", "min")):
+        for d in reduced:
+            ctx.uf.pin(labels[d])
     keep = bool(arg(op, "keepdim", False))
     out: Labels = []
     for d, vec in enumerate(labels):
@@ -49,7 +58,7 @@ def reduction(ctx: Context, op: Op) -> list[Labels]:
 
 
 def same_rank(ctx: Context, op: Op) -> list[Labels]:
-    """Pooling, upsampling, padding, softmax: dims that keep their size keep their labels."""
+    """Padding: dims that keep their size keep their labels (a padded dim is pinned)."""
     x = tensor_args(op)[0]
     labels, in_shape = ctx.of(x), ctx.shape(x)
     result = []
@@ -64,6 +73,37 @@ def same_rank(ctx: Context, op: Op) -> list[Labels]:
                 out.append(np.zeros(n, dtype=np.int64))
         result.append(out)
     return result
+
+
+def windowed(ctx: Context, op: Op) -> list[Labels]:
+    """Pooling and upsampling over the last 1, 2 or 3 dims (``…1d`` / ``…2d`` / ``…3d``): each output
+    mixes a window of its neighbours, so those dims are pinned (spatial dims hold no channels, unless a
+    model pools over its channel axis); the leading dims keep their labels."""
+    x = tensor_args(op)[0]
+    labels = ctx.of(x)
+    k = int(re.search(r"([123])d", op.name).group(1))  # type: ignore[union-attr]
+    for vec in labels[-k:]:
+        ctx.uf.pin(vec)
+    return [[*labels[:-k], *ctx.zeros(ctx.shape(o)[-k:])] for o in out_refs(op)]
+
+
+def along_dim(ctx: Context, op: Op) -> list[Labels]:
+    """Softmax and cumulative ops along ``dim``: every output position depends on the others (a removed
+    channel's softmax weight or running sum is not zero), so ``dim`` is pinned; other dims pass."""
+    labels = list(ctx.of(tensor_args(op)[0]))
+    dim = int(arg(op, "dim")) % len(labels)
+    ctx.uf.pin(labels[dim])
+    labels[dim] = np.zeros(len(labels[dim]), dtype=np.int64)
+    return [labels for _ in out_refs(op)]
+
+
+def pinned(ctx: Context, op: Op) -> list[Labels]:
+    """Ops whose channel structure has no rule but which are safe to keep whole (recurrent layers):
+    every input dim is pinned, outputs carry no channels."""
+    for ref in tensor_args(op):
+        for vec in ctx.of(ref):
+            ctx.uf.pin(vec)
+    return [ctx.zeros(ctx.shape(o)) for o in out_refs(op)]
 
 
 def cat(ctx: Context, op: Op) -> list[Labels]:

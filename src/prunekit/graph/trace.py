@@ -154,7 +154,17 @@ def trace_model(model: nn.Module, example_inputs: ExampleInputs) -> Trace:
             result = model(*args, **kwargs)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
-    trace.outputs = [recorder.nodes[id(t)] for t in _leaves(result) if id(t) in recorder.nodes]
+    # Plain objects are searched only when nothing else holds a tensor: an HF cache object beside the
+    # logits is state the pruned model rebuilds, not an output whose channels must stay.
+    outputs = [t for t in _leaves(result) if id(t) in recorder.nodes]
+    outputs = outputs or [t for t in _leaves(result, objects=True) if id(t) in recorder.nodes]
+    trace.outputs = [recorder.nodes[id(t)] for t in outputs]
+    if not trace.outputs:
+        raise ValueError(
+            f"the model's output (a {type(result).__name__}) holds no tensor computed in its forward, so "
+            "prunekit cannot tell which channels the outputs need (they would be pruned). Return tensors, "
+            "or tuples, lists, dicts, dataclasses or plain objects holding them"
+        )
     return trace
 
 
@@ -171,17 +181,27 @@ def _split_inputs(example_inputs: ExampleInputs) -> tuple[tuple[Any, ...], dict[
     )
 
 
-def _leaves(value: Any) -> list[torch.Tensor]:
-    """Tensors in any nesting of tuples, lists, dicts, dataclasses (incl. HF ``ModelOutput``)."""
+def _leaves(value: Any, objects: bool = False, seen: set[int] | None = None) -> list[torch.Tensor]:
+    """Tensors in any nesting of tuples, lists, dicts, dataclasses (incl. HF ``ModelOutput``) and, with
+    ``objects``, plain objects' attributes (``SimpleNamespace`` …; modules excluded); each container once.
+    """
     if isinstance(value, torch.Tensor):
         return [value]
+    seen = set() if seen is None else seen
+    if id(value) in seen or isinstance(value, (nn.Module, type)):
+        return []
+    seen.add(id(value))
     if isinstance(value, Mapping):
-        return [t for v in value.values() for t in _leaves(v)]
-    if isinstance(value, (tuple, list)):
-        return [t for v in value for t in _leaves(v)]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return [t for f in dataclasses.fields(value) for t in _leaves(getattr(value, f.name))]
-    return []
+        items = list(value.values())
+    elif isinstance(value, (tuple, list)):
+        items = list(value)
+    elif dataclasses.is_dataclass(value):
+        items = [getattr(value, f.name) for f in dataclasses.fields(value)]
+    elif objects and hasattr(value, "__dict__"):
+        items = list(vars(value).values())
+    else:
+        return []
+    return [t for v in items for t in _leaves(v, objects, seen)]
 
 
 @contextmanager

@@ -1,0 +1,181 @@
+"""Channels that cannot be removed on their own are kept: ops that mix values along a channel dim, kernel
+dims of a bare weight, unused parameters, recurrent layers, outputs in plain objects."""
+
+from __future__ import annotations
+
+import types
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prunekit.graph import DependencyGraph
+from prunekit.plan import apply_plan, build_plan
+from test_structured_exact import assert_exact, exact_groups, prune_zeroed
+
+
+class Mixer(nn.Module):
+    """conv_a → ``mix`` → conv_b: ``mix`` decides whether conv_a's channels may go."""
+
+    def __init__(self, mix) -> None:  # type: ignore[no-untyped-def]
+        super().__init__()
+        self.a, self.b, self.mix = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 4, 1), mix
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.mix(self.a(x)))
+
+
+def _a_prunable(model: nn.Module, x: torch.Tensor) -> bool:
+    return any("a" in g.modules() for g in DependencyGraph.build(model, x).groups)
+
+
+@pytest.mark.parametrize(
+    "mix",
+    [
+        lambda y: y.softmax(1),
+        lambda y: y.log_softmax(1),
+        lambda y: y.cumsum(1),
+        lambda y: y * y.max(1, keepdim=True)[1],  # positions of the channel maximum
+        lambda y: y * y.argmax(1, keepdim=True),
+        lambda y: F.avg_pool1d(y.flatten(2).transpose(1, 2), 3, 1, 1).transpose(1, 2).view_as(y),
+    ],
+    ids=["softmax", "log_softmax", "cumsum", "max_indices", "argmax", "pool_over_channels"],
+)
+def test_ops_that_mix_values_along_the_channel_dim_pin_it(mix) -> None:  # type: ignore[no-untyped-def]
+    model, x = Mixer(mix).eval(), torch.randn(2, 3, 6, 6)
+    assert not _a_prunable(model, x)
+
+
+@pytest.mark.parametrize("mix", [nn.ReLU(), nn.MaxPool2d(3, 1, 1), lambda y: y * y.mean(1, keepdim=True)])
+def test_channel_wise_ops_and_channel_statistics_stay_prunable(mix) -> None:  # type: ignore[no-untyped-def]
+    model, x = Mixer(mix).eval(), torch.randn(2, 3, 6, 6)
+    assert _a_prunable(model, x)
+
+
+class BareConv(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(6, 3, 3, 3))
+        self.head = nn.Conv2d(6, 5, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(F.conv2d(x, self.w, padding=1).relu())
+
+
+def test_a_bare_conv_weight_loses_filters_not_kernel_taps() -> None:
+    model, x = BareConv().eval(), torch.randn(2, 3, 8, 8)
+    graph = DependencyGraph.build(model, x)
+    assert sorted(g.size for g in graph.groups) == [6]  # only the filters; kernel dims are pinned
+    pruned, zeroed, _ = prune_zeroed(model, graph, list(graph.groups), torch.Generator().manual_seed(0))
+    assert pruned.w.shape[1:] == (3, 3, 3)
+    assert_exact(pruned, zeroed, x)
+
+
+def test_prelu_slopes_follow_their_channels() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.PReLU(4), nn.Conv2d(4, 2, 1)).eval()
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([0.01, 0.02, 0.9, 0.8]))
+    x = torch.randn(2, 3, 6, 6)
+    graph = DependencyGraph.build(model, x)
+    (group,) = exact_groups(model, graph)
+    assert {m.tensor for m in group.members} >= {"0.weight", "1.weight", "2.weight"}
+    pruned, zeroed, removals = prune_zeroed(model, graph, [group], torch.Generator().manual_seed(1))
+    kept = [c for c in range(4) if c not in removals[group.index]]
+    assert pruned[1].weight.tolist() == pytest.approx([[0.01, 0.02, 0.9, 0.8][c] for c in kept])
+    assert_exact(pruned, zeroed, x)
+
+
+class WithAux(nn.Module):
+    """An auxiliary head that runs only in training: the traced (eval) forward never reads it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.head, self.aux = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 4, 1), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        f = self.stem(x).relu()
+        return (self.head(f), self.aux(f)) if self.training else self.head(f)
+
+
+def test_parameters_the_forward_never_reads_are_kept_whole_with_a_warning() -> None:
+    model, x = WithAux(), torch.randn(2, 3, 6, 6)
+    with pytest.warns(UserWarning, match=r"2 parameter\(s\) were not used by the traced forward \(aux"):
+        graph = DependencyGraph.build(model, x)
+    assert not any("aux" in g.modules() for g in graph.groups)
+    pruned = apply_plan(model, build_plan(model, graph, 0.5))
+    assert pruned.aux.weight.shape == (4, 8, 1, 1) and pruned.stem.weight.shape[0] == 4
+
+
+@pytest.mark.parametrize("cell", [nn.GRU, nn.RNN, nn.LSTM])
+def test_recurrent_layers_are_kept_whole_and_the_rest_prunes(cell: type[nn.RNNBase]) -> None:
+    class Tagger(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inp, self.rnn, self.mid, self.out = (
+                nn.Linear(5, 8),
+                cell(8, 8, batch_first=True),
+                nn.Linear(8, 16),
+                nn.Linear(16, 3),
+            )
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.out(self.mid(self.rnn(self.inp(x))[0]).relu())
+
+    model, x = Tagger().eval(), torch.randn(2, 7, 5)
+    graph = DependencyGraph.build(model, x)
+    assert [g.modules() for g in graph.groups] == [["mid", "out"]]
+    pruned, zeroed, _ = prune_zeroed(model, graph, list(graph.groups), torch.Generator().manual_seed(0))
+    assert pruned.rnn.input_size == 8 and pruned.mid.out_features < 16
+    assert_exact(pruned, zeroed, x)
+
+
+class Namespaced(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body, self.head = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> types.SimpleNamespace:
+        return types.SimpleNamespace(logits=self.head(self.body(x).relu()))
+
+
+def test_outputs_held_by_a_plain_object_keep_their_channels() -> None:
+    model, x = Namespaced().eval(), torch.randn(2, 3, 6, 6)
+    graph = DependencyGraph.build(model, x)
+    pruned = apply_plan(model, build_plan(model, graph, 0.5))
+    assert pruned(x).logits.shape == (2, 4, 6, 6) and pruned.body.out_channels == 4
+
+
+def test_a_model_returning_no_tensor_is_refused_before_anything_is_pruned() -> None:
+    class Silent(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x: torch.Tensor) -> None:
+            self.fc(x)
+
+    with (
+        warnings.catch_warnings(),
+        pytest.raises(ValueError, match="output \\(a NoneType\\) holds no tensor"),
+    ):
+        DependencyGraph.build(Silent(), torch.randn(2, 4))
+
+
+def test_unfused_attention_is_refused_with_the_reason_and_the_fix() -> None:
+    class Queries(nn.Module):  # 3-D q/k/v: SDPA runs its math path (no fused op in the trace)
+        def __init__(self) -> None:
+            super().__init__()
+            self.inp, self.queries, self.out = (
+                nn.Linear(6, 16),
+                nn.Parameter(torch.randn(4, 16)),
+                nn.Linear(16, 3),
+            )
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            mem = self.inp(x)
+            return self.out(F.scaled_dot_product_attention(self.queries.expand(len(x), -1, -1), mem, mem))
+
+    with pytest.raises(ValueError, match=r"_safe_softmax.*math path.*\(batch, heads, seq, head_dim\)"):
+        DependencyGraph.build(Queries(), torch.randn(2, 5, 6))
