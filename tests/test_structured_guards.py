@@ -179,3 +179,61 @@ def test_unfused_attention_is_refused_with_the_reason_and_the_fix() -> None:
 
     with pytest.raises(ValueError, match=r"_safe_softmax.*math path.*\(batch, heads, seq, head_dim\)"):
         DependencyGraph.build(Queries(), torch.randn(2, 5, 6))
+
+
+def test_sdpa_math_path_keeps_the_dim_its_default_scale_depends_on() -> None:
+    class Attention3d(nn.Module):  # 3-D q/k/v: math path, scale 1/√16 baked into the trace
+        def __init__(self) -> None:
+            super().__init__()
+            self.q, self.k, self.v, self.o = (nn.Linear(16, 16) for _ in range(4))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.o(F.scaled_dot_product_attention(self.q(x), self.k(x), self.v(x)))
+
+    model, x = Attention3d().eval(), torch.randn(2, 5, 16)
+    graph = DependencyGraph.build(model, x)
+    assert not any("q" in g.modules() or "k" in g.modules() for g in graph.groups)
+    pruned, zeroed, _ = prune_zeroed(model, graph, list(graph.groups), torch.Generator().manual_seed(0))
+    assert_exact(pruned, zeroed, x)
+
+
+class HardCodedHeads(nn.Module):
+    """Splits heads with a stored head count: after whole heads go, ``view`` regroups the features."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.heads, self.qkv, self.proj = 4, nn.Linear(16, 48), nn.Linear(16, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        return self.proj(F.scaled_dot_product_attention(q, k, v, scale=0.5).transpose(1, 2).reshape(b, n, -1))
+
+
+def test_a_forward_that_regroups_heads_is_caught_with_the_model_untouched() -> None:
+    model, x = HardCodedHeads().eval(), torch.randn(2, 5, 16)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    graph = DependencyGraph.build(model, x)
+    plan = build_plan(model, graph, 0.5)
+    with pytest.raises(
+        ValueError,
+        match=r"aten.view.default, gives shape \(2, 5, 3, 4, 2\), the plan predicts \(2, 5, 3, 2, 4\)",
+    ):
+        apply_plan(model, plan)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert apply_plan(model, plan, verify=False).qkv.out_features == 24  # the user's call, unchecked
+
+
+def test_a_pruned_forward_that_fails_is_reported_at_prune_time() -> None:
+    class FlattenWidth(nn.Module):  # the LeNet tutorial's x.view(-1, 16 * 5 * 5)
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(1, 16, 5), nn.Linear(16 * 4 * 4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.conv(x).relu().view(-1, 16 * 4 * 4))
+
+    model, x = FlattenWidth().eval(), torch.randn(2, 1, 8, 8)
+    plan = build_plan(model, DependencyGraph.build(model, x), 0.5)
+    with pytest.raises(ValueError, match="the pruned model fails on the example inputs.*flatten width"):
+        apply_plan(model, plan)

@@ -19,6 +19,7 @@ from .graph.graph import DependencyGraph, Group, one_thread
 from .graph.hf import update_model
 from .graph.importance import IMPORTANCES, group_scores
 from .graph.modules import handler_for
+from .graph.verify import expected_shapes, verify_pruned
 
 
 @dataclass(frozen=True, eq=False)
@@ -190,11 +191,14 @@ def _global_counts(
     return counts
 
 
-def apply_plan(model: nn.Module, plan: PruningPlan, inplace: bool = False) -> nn.Module:
+def apply_plan(model: nn.Module, plan: PruningPlan, inplace: bool = False, verify: bool = True) -> nn.Module:
     """A copy of ``model`` (``model`` itself if ``inplace``) with the plan's channels removed.
 
     Every tensor and index is checked against the model before anything changes; then parameters and
     buffers are sliced (tied tensors stay tied) and module attributes are updated by their handlers.
+    With ``verify`` the pruned model runs once on the graph's example inputs and every op's output shape
+    must be the one the plan predicts (:class:`~prunekit.graph.verify.PrunedModelMismatchError`
+    otherwise: e.g. a forward that reshapes with a head count it stores).
     """
     if not isinstance(plan, PruningPlan):
         raise TypeError(f"plan must be a PruningPlan (see build_plan), got {type(plan).__name__}")
@@ -220,6 +224,12 @@ def apply_plan(model: nn.Module, plan: PruningPlan, inplace: bool = False) -> nn
         if handler is not None:
             handler.update(module)
     update_model(target, plan.graph.heads)
+    replay = plan.graph.replay
+    if verify and replay is not None:
+        expected = expected_shapes(
+            plan.graph.trace, replay.labels, replay.uf, replay.channel_roots, plan.removals
+        )
+        verify_pruned(target, replay.example_inputs, plan.graph.trace, expected, replay.modules)
     return target
 
 

@@ -19,6 +19,7 @@ import math
 
 from .propagate import Context, Labels, arg, out_refs
 from .trace import Op, Ref, Trace
+from .unionfind import UnionFind
 
 SDPA = (
     "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_attention_math",
@@ -133,3 +134,23 @@ def hinted_order(sizes: list[int], hint: int | None) -> list[int]:
         order.remove(hint)
         order.insert(0, hint)
     return order
+
+
+def pin_math_path_scale(trace: Trace, labels: dict[int, Labels], uf: UnionFind) -> None:
+    """Pin the contracted dim ``E`` of SDPA's unfused math path (``_safe_softmax`` of ``q·kᵀ``).
+
+    There the default scale ``1/√E`` arrives as constant multipliers of ``q`` and ``k``, invisible in
+    the trace: removing dims of ``E`` would keep the old scale. Walks back from the softmax through
+    views to the ``bmm`` of the scores and pins its operands' contracted dims.
+    """
+    softmaxes = [op for op in trace.ops if op.name == "_safe_softmax" and isinstance(op.args[0], Ref)]
+    producer = {o.node: op for op in trace.ops for o in op.outputs if isinstance(o, Ref)} if softmaxes else {}
+    for op in softmaxes:
+        source = producer.get(op.args[0].node)
+        while source is not None and source.name in _VIEWS and isinstance(source.args[0], Ref):
+            source = producer.get(source.args[0].node)
+        if source is not None and source.name in ("bmm", "mm", "matmul"):
+            a, b = source.args[0], source.args[1]
+            for ref, dim in ((a, -1), (b, -2)):
+                if isinstance(ref, Ref) and ref.node in labels:
+                    uf.pin(labels[ref.node][dim])

@@ -14,11 +14,12 @@ from torch import nn
 
 from .._checks import check_choice
 from . import hf, rules  # noqa: F401  (register the Conv1D handler and the op rules)
-from .attention import HEAD_MODES, head_hints
+from .attention import HEAD_MODES, head_hints, pin_math_path_scale
 from .modules import Dims, handler_for
 from .propagate import propagate
 from .trace import ExampleInputs, Trace, trace_model
 from .unionfind import UnionFind
+from .verify import Replay
 
 
 @contextmanager
@@ -94,12 +95,14 @@ class DependencyGraph:
         trace: Trace,
         seconds: float,
         heads: str = "heads",
+        replay: Replay | None = None,
     ) -> None:
         self.groups = groups
         self.heads = heads
         self.shapes = shapes
         self.trace = trace
         self.seconds = seconds
+        self.replay = replay  # lets apply_plan check the pruned model (None: no check)
 
     @classmethod
     def build(
@@ -140,10 +143,12 @@ class DependencyGraph:
             labels[node] = vectors
         classes = {k: type(v).__name__ for k, v in modules.items()}
         propagate(trace, uf, labels, classes, head_hints(trace, heads))
+        pin_math_path_scale(trace, labels, uf)
         vectors = [v for _, v in members]
         roots = uf.find(np.concatenate(vectors)) if vectors else np.zeros(0, dtype=np.int64)
-        groups = _groups([m for m, _ in members], roots, [len(v) for v in vectors])
-        return cls(groups, shapes, trace, time.perf_counter() - start, heads)
+        groups, channel_roots = _groups([m for m, _ in members], roots, [len(v) for v in vectors])
+        replay = Replay(example_inputs, labels, uf, channel_roots, classes)
+        return cls(groups, shapes, trace, time.perf_counter() - start, heads, replay)
 
     def __repr__(self) -> str:
         return f"DependencyGraph({len(self.groups)} groups, {len(self.trace.ops)} ops)"
@@ -189,8 +194,11 @@ def _is_ignored(owner: str, ignored: tuple[str, ...]) -> bool:
     return any(owner == n or owner.startswith(n + ".") or n == "" for n in ignored)
 
 
-def _groups(members: list[Member], roots: np.ndarray, sizes: list[int]) -> tuple[Group, ...]:
-    """Channels (union-find roots) touching the same set of members form one group.
+def _groups(
+    members: list[Member], roots: np.ndarray, sizes: list[int]
+) -> tuple[tuple[Group, ...], tuple[np.ndarray, ...]]:
+    """Channels (union-find roots) touching the same set of members form one group; also returns each
+    group's channel roots.
 
     ``roots`` holds every member's root labels one after another (``sizes[m]`` for member ``m``).
     Groups are ordered by the first member and position where one of their channels appears, and so are
@@ -198,7 +206,7 @@ def _groups(members: list[Member], roots: np.ndarray, sizes: list[int]) -> tuple
     """
     live = roots != 0
     if not live.any():
-        return ()
+        return (), ()
     lengths = np.asarray(sizes, dtype=np.int64)
     mem = np.repeat(np.arange(len(sizes), dtype=np.int64), lengths)
     pos = np.arange(len(roots), dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
@@ -223,7 +231,7 @@ def _groups(members: list[Member], roots: np.ndarray, sizes: list[int]) -> tuple
         chosen = np.frombuffer(signature, dtype=np.int64).tolist()
         maps = tuple(channel_of(m, index) for m in chosen)
         groups.append(Group(index, tuple(members[m] for m in chosen), maps, len(rs)))
-    return tuple(groups)
+    return tuple(groups), tuple(channel_roots)
 
 
 def _same_as_previous(mem: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:

@@ -1,0 +1,120 @@
+"""Check a pruned model against its plan: run it once on the example inputs and compare every op's
+output shape with the shape the plan predicts.
+
+The channel labels say, for every traced tensor, which channel each index belongs to, so the plan
+predicts every intermediate shape. A forward that reshapes with a size it stores (a head count, a head
+size, ``x.view(-1, 16 * 5 * 5)``) or that takes another path on the smaller model computes something
+else; this check turns that silent change (or a crash at the user's first call) into one error at
+prune time that names the op and the module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .trace import ExampleInputs, Op, Ref, Trace, trace_model
+from .unionfind import UnionFind
+
+
+@dataclass(frozen=True, eq=False)
+class Replay:
+    """What checking a pruned model needs from the build: the example inputs, the labels of every
+    traced node with their union-find, each group's channel roots, and module class names."""
+
+    example_inputs: ExampleInputs
+    labels: Mapping[int, list[np.ndarray]]
+    uf: UnionFind
+    channel_roots: tuple[np.ndarray, ...]
+    modules: Mapping[str, str]
+
+
+class PrunedModelMismatchError(ValueError):
+    """The pruned model does not compute what the plan predicts (see :func:`verify_pruned`)."""
+
+
+def expected_shapes(
+    trace: Trace,
+    labels: Mapping[int, list[np.ndarray]],
+    uf: UnionFind,
+    channel_roots: tuple[np.ndarray, ...],
+    removals: Mapping[int, tuple[int, ...]],
+) -> list[tuple[int, ...]]:
+    """Shape of every tensor node after ``removals`` (group → channels), indexed by node."""
+    dead = np.zeros(len(uf), dtype=bool)
+    for index, channels in removals.items():
+        dead[channel_roots[index][list(channels)]] = True
+    nodes = [node for node in range(len(trace.shapes)) if node in labels]
+    vectors = [vec for node in nodes for vec in labels[node]]
+    shapes = list(trace.shapes)
+    if not vectors:
+        return shapes
+    lengths = np.fromiter((len(v) for v in vectors), dtype=np.int64, count=len(vectors))
+    removed = np.r_[0, np.cumsum(dead[uf.find(np.concatenate(vectors))])]
+    ends = np.cumsum(lengths)
+    kept = (lengths - (removed[ends] - removed[ends - lengths])).tolist()
+    k = 0
+    for node in nodes:
+        rank = len(labels[node])
+        shapes[node] = tuple(kept[k : k + rank])
+        k += rank
+    return shapes
+
+
+def verify_pruned(
+    pruned: nn.Module,
+    example_inputs: ExampleInputs,
+    trace: Trace,
+    expected: list[tuple[int, ...]],
+    modules: Mapping[str, str],
+) -> None:
+    """Trace ``pruned`` on ``example_inputs``; raise :class:`PrunedModelMismatchError` if it fails, or
+    at the first op whose output shape differs from ``expected`` in a module that ran the same ops."""
+    try:
+        with torch.no_grad():
+            got = trace_model(pruned, example_inputs)
+    except Exception as error:  # the user's forward failed on the pruned model: say where it came from
+        raise PrunedModelMismatchError(
+            f"the pruned model fails on the example inputs ({type(error).__name__}: {error}). Its forward "
+            f"likely uses a size it stores or hard-codes (a head count or head size, a flatten width); "
+            f"{_FIX}"
+        ) from error
+    for name, (before, after) in _by_module(trace, got).items():
+        if [op.func for op in before] != [op.func for op in after]:
+            continue  # ATen decompositions may depend on sizes (linear to one feature): not comparable
+        for index, (old, new) in enumerate(zip(before, after, strict=True)):
+            want, have = _first_shape(old, expected), _first_shape(new, got.shapes)
+            if want != have:
+                where = f"module {name!r} ({modules.get(name, '?')})" if name else "the model's own forward"
+                raise PrunedModelMismatchError(
+                    f"the pruned model does not compute what the plan predicts: op {index} of {where}, "
+                    f"aten.{new.func.__name__}, gives shape {have}, the plan predicts {want}. The forward "
+                    f"likely reshapes with a size it stores (a head count or head size) that was not "
+                    f"updated; {_FIX}"
+                )
+
+
+def _by_module(trace: Trace, got: Trace) -> dict[str, tuple[list[Op], list[Op]]]:
+    """Ops of both traces grouped by the module running them, in order."""
+    pairs: dict[str, tuple[list[Op], list[Op]]] = {}
+    for side, ops in enumerate((trace.ops, got.ops)):
+        for op in ops:
+            pairs.setdefault(op.module, ([], []))[side].append(op)
+    return pairs
+
+
+def _first_shape(op: Op, shapes: list[tuple[int, ...]]) -> tuple[int, ...] | None:
+    """Shape of the first tensor output (rules label later ones, e.g. saved statistics, only roughly)."""
+    ref = next((o for o in op.outputs if isinstance(o, Ref)), None)
+    return None if ref is None else shapes[ref.node]
+
+
+_FIX = (
+    "the model passed to apply_plan is unchanged (unless inplace=True). Fix: keep that module out of "
+    "pruning with ignore=[...], try heads='heads' or heads='head_dim', or set the attribute after pruning "
+    "and pass verify=False"
+)
