@@ -7,6 +7,7 @@ from .io import load_pruned, save_pruned
 from .modules import ModuleHandler, handler_for, register_handler
 from .propagate import UnsupportedOpError, register_op_rule
 from .trace import Trace, trace_model
+from .verify import PrunedModelMismatchError
 
 __all__ = [
     "IMPORTANCES",
@@ -14,6 +15,7 @@ __all__ = [
     "Group",
     "Member",
     "ModuleHandler",
+    "PrunedModelMismatchError",
     "Trace",
     "UnsupportedOpError",
     "group_scores",

@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from torch import nn
 
 from .trace import ExampleInputs, Op, Ref, Trace, trace_model
@@ -75,8 +74,7 @@ def verify_pruned(
     """Trace ``pruned`` on ``example_inputs``; raise :class:`PrunedModelMismatchError` if it fails, or
     at the first op whose output shape differs from ``expected`` in a module that ran the same ops."""
     try:
-        with torch.no_grad():
-            got = trace_model(pruned, example_inputs)
+        got = trace_model(pruned, example_inputs)  # eval mode, no grad
     except Exception as error:  # the user's forward failed on the pruned model: say where it came from
         raise PrunedModelMismatchError(
             f"the pruned model fails on the example inputs ({type(error).__name__}: {error}). Its forward "
