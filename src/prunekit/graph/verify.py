@@ -65,16 +65,15 @@ def expected_shapes(
 
 
 def verify_pruned(
-    pruned: nn.Module,
-    example_inputs: ExampleInputs,
-    trace: Trace,
-    expected: list[tuple[int, ...]],
-    modules: Mapping[str, str],
+    pruned: nn.Module, trace: Trace, replay: Replay, removals: Mapping[int, tuple[int, ...]]
 ) -> None:
-    """Trace ``pruned`` on ``example_inputs``; raise :class:`PrunedModelMismatchError` if it fails, or
-    at the first op whose output shape differs from ``expected`` in a module that ran the same ops."""
+    """Trace ``pruned`` on the example inputs; raise :class:`PrunedModelMismatchError` if it fails, or
+    at the first op whose output shape differs from the one ``removals`` predict, in a module that ran
+    the same ops as in ``trace``."""
+    expected = expected_shapes(trace, replay.labels, replay.uf, replay.channel_roots, removals)
+    modules = replay.modules
     try:
-        got = trace_model(pruned, example_inputs)  # eval mode, no grad
+        got = trace_model(pruned, replay.example_inputs)  # eval mode, no grad
     except Exception as error:  # the user's forward failed on the pruned model: say where it came from
         raise PrunedModelMismatchError(
             f"the pruned model fails on the example inputs ({type(error).__name__}: {error}). Its forward "
