@@ -162,6 +162,24 @@ def test_bert_with_pruned_heads_round_trips_through_load_pretrained(tmp_path) ->
     torch.testing.assert_close(_output(loaded, inputs), _output(pruned, inputs))
 
 
+def test_head_dim_pruned_bert_reloads_with_the_scaling_it_kept(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from prunekit.graph.hf import load_pretrained
+
+    model, inputs = _model("hf_bert"), hf_inputs("hf_bert")
+    with torch.no_grad():  # unit-scale weights: init std 0.02 makes attention near uniform, hiding the scale
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, p.shape[-1] ** -0.5)
+    graph = DependencyGraph.build(model, inputs, heads="head_dim")
+    with pytest.warns(UserWarning, match="scaling of the pruned model is not 1/sqrt"):
+        pruned = apply_plan(model, build_plan(model, graph, 0.5))
+    assert pruned.encoder.layer[0].attention.self.scaling == 8**-0.5  # head_dim 8 → 4, scaling kept
+    pruned.save_pretrained(tmp_path)
+    loaded = load_pretrained(transformers.BertModel, tmp_path)
+    assert loaded.encoder.layer[0].attention.self.scaling == 8**-0.5
+    torch.testing.assert_close(_output(loaded, inputs), _output(pruned, inputs))
+
+
 def test_pruned_llama_trains() -> None:
     model, inputs = _model("hf_llama"), hf_inputs("hf_llama")
     pruned = apply_plan(model, build_plan(model, DependencyGraph.build(model, inputs), 0.5)).train()

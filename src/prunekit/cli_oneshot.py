@@ -184,7 +184,7 @@ def _loader(model: nn.Module, caught: list[warnings.WarningMessage]) -> str:
     head_dim = getattr(config, "head_dim", None) or (config.hidden_size // heads if heads else None)
     layers = getattr(config, "prunekit_attention", [])
     differ = any("load_pretrained" in str(w.message) for w in caught)
-    if differ or any(d != head_dim for _, _, d in layers):
+    if differ or any(d != head_dim for _, _, d, _ in layers):
         return f"prunekit.graph.hf.load_pretrained(transformers.{type(model).__name__}, DIR)"
     return f"transformers.{type(model).__name__}.from_pretrained(DIR)"
 

@@ -9,12 +9,13 @@ After pruning, :func:`update_model` rewrites those attributes and the config (``
 ``intermediate_size``, ``num_attention_heads``, ``num_key_value_heads``, ``head_dim``) so that
 ``save_pretrained`` writes a config that describes the pruned model. Where a config cannot say it
 (BERT/GPT-2/ViT derive the head size as ``hidden_size // num_attention_heads``), the per-layer
-``(heads, kv heads, head_dim)`` are also written as ``config.prunekit_attention`` and
+``(heads, kv heads, head_dim, scaling)`` are also written as ``config.prunekit_attention`` and
 :func:`load_pretrained` rebuilds the model from them.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from pathlib import Path
@@ -31,6 +32,7 @@ _HEAD_DIM = ("head_dim", "attention_head_size")
 _NUM_HEADS = ("num_heads", "num_attention_heads")
 _WIDTH = ("all_head_size", "split_size")
 _MLP_UP = ("up_proj", "c_fc", "fc1")
+_SCALE = ("scaling", "scale")  # the float that multiplies q·kᵀ, where a module stores one
 
 
 def _conv1d_update(m: nn.Module) -> None:
@@ -73,11 +75,12 @@ def _first(module: nn.Module, names: tuple[str, ...]) -> str | None:
     return next((n for n in names if isinstance(getattr(module, n, None), int)), None)
 
 
-def update_attention(model: nn.Module, heads: str) -> list[tuple[int, int, int]]:
+def update_attention(model: nn.Module, heads: str) -> list[tuple[int, int, int, float | None]]:
     """Set head counts and sizes of every attention module from its projections.
 
-    ``heads == "heads"`` keeps each module's head size; ``"head_dim"`` keeps its head count.
-    Returns ``(heads, kv heads, head_dim)`` per attention module, in module order.
+    ``heads == "heads"`` keeps each module's head size; ``"head_dim"`` keeps its head count (and its
+    stored ``scaling``: the pruned model computes what the original did with those dims zeroed).
+    Returns ``(heads, kv heads, head_dim, scaling or None)`` per attention module, in module order.
     """
     config = getattr(model, "config", None)
     found = []
@@ -97,7 +100,8 @@ def update_attention(model: nn.Module, heads: str) -> list[tuple[int, int, int]]
         for name in _WIDTH:
             if isinstance(getattr(module, name, None), int):
                 setattr(module, name, q)
-        found.append((q // d, k // d, d))
+        scale = next((v for n in _SCALE if isinstance(v := getattr(module, n, None), float)), None)
+        found.append((q // d, k // d, d, scale))
     return found
 
 
@@ -136,6 +140,13 @@ def update_model(model: nn.Module, heads: str) -> None:
             "values, so reload with prunekit.graph.hf.load_pretrained, not from_pretrained",
             stacklevel=3,
         )
+    elif any(s is not None and not math.isclose(s, d**-0.5, rel_tol=1e-6) for *_, d, s in attention):
+        warnings.warn(
+            "the attention scaling of the pruned model is not 1/sqrt(head_dim) (head_dim was pruned, the "
+            "scaling kept); the config cannot say so, so reload with prunekit.graph.hf.load_pretrained, "
+            "not from_pretrained",
+            stacklevel=3,
+        )
     if attention:
         config.prunekit_attention = [list(a) for a in attention]
 
@@ -166,9 +177,10 @@ def load_pretrained(model_class: type, directory: str | os.PathLike[str]) -> nn.
         state.update(load_file(file))
     resize_to_shapes(model, shapes)
     attention = [model.get_submodule(name) for name in attention_modules(model)]
-    for module, (h, kv, d) in zip(attention, getattr(config, "prunekit_attention", []), strict=False):
-        if isinstance(getattr(module, "scaling", None), float):  # built for another head size
-            module.scaling *= (getattr(module, _first(module, _HEAD_DIM)) / d) ** 0.5
+    for module, (h, kv, d, *scale) in zip(attention, getattr(config, "prunekit_attention", []), strict=False):
+        for name in _SCALE:  # the model was built for another head size
+            if scale and scale[0] is not None and isinstance(getattr(module, name, None), float):
+                setattr(module, name, scale[0])
         values = {"num_key_value_groups": h // kv, **dict.fromkeys(_WIDTH, h * d)}
         values |= dict.fromkeys(_HEAD_DIM, d) | dict.fromkeys(_NUM_HEADS, h)
         for name, value in values.items():
