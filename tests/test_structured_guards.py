@@ -237,3 +237,44 @@ def test_a_pruned_forward_that_fails_is_reported_at_prune_time() -> None:
     plan = build_plan(model, DependencyGraph.build(model, x), 0.5)
     with pytest.raises(ValueError, match="the pruned model fails on the example inputs.*flatten width"):
         apply_plan(model, plan)
+
+
+class EagerAttention(nn.Module):
+    """``softmax(q·kᵀ·scale)·v`` written out, 2 heads of 8; ``split`` is ``(-1, 8)`` (a stored head
+    size: whole heads may go) or ``(2, -1)`` (a stored head count: head dims may go)."""
+
+    def __init__(self, scale, split: tuple[int, int]) -> None:  # type: ignore[no-untyped-def]
+        super().__init__()
+        self.scale, self.split = scale, split
+        self.q, self.k, self.v, self.o = (nn.Linear(16, 16) for _ in range(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        q, k, v = (p(x).view(b, n, *self.split).transpose(1, 2) for p in (self.q, self.k, self.v))
+        weights = (q @ k.transpose(-2, -1) * self.scale(q)).softmax(-1)
+        return self.o((weights @ v).transpose(1, 2).reshape(b, n, -1))
+
+
+def test_eager_attention_loses_whole_heads_in_heads_mode() -> None:
+    model, x = EagerAttention(lambda q: q.size(-1) ** -0.5, (-1, 8)).eval(), torch.randn(2, 5, 16)
+    graph = DependencyGraph.build(model, x, heads="heads")
+    (group,) = [g for g in graph.groups if "q" in g.modules()]
+    assert group.size == 2 and {"k", "v", "o"} <= set(group.modules())  # 2 heads, not 8 dims
+    pruned, zeroed, removals = prune_zeroed(model, graph, [group], torch.Generator().manual_seed(0))
+    assert pruned.v.out_features == 16 - 8 * len(removals[group.index])
+    assert_exact(pruned, zeroed, x)
+
+
+@pytest.mark.parametrize(
+    "scale",
+    [lambda q: q.size(-1) ** -0.5, lambda q: 1 / torch.sqrt(torch.tensor(float(q.size(-1))))],
+    ids=["python_float", "tensor_from_size"],
+)
+def test_a_scale_computed_from_a_pruned_head_size_is_caught(scale) -> None:  # type: ignore[no-untyped-def]
+    model, x = EagerAttention(scale, (2, -1)).eval(), torch.randn(2, 5, 16)
+    graph = DependencyGraph.build(model, x, heads="head_dim")
+    (group,) = [g for g in graph.groups if "q" in g.modules()]
+    assert group.size == 8 and "v" in group.modules()  # v's head size follows q's (one head_dim)
+    changed = r"computes with \[(0\.5|4\.0)\] where the original used \[(0\.35|8\.0)"  # 1/√4 vs 1/√8
+    with pytest.raises(ValueError, match=changed):
+        apply_plan(model, build_plan(model, graph, 0.5))

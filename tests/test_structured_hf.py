@@ -62,6 +62,53 @@ def test_pruning_zeroed_channels_is_exact(name: str, heads: str) -> None:
     assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
 
 
+def _unit_weights(model: nn.Module) -> nn.Module:
+    """Weights of unit scale: HF's init std 0.02 makes attention near uniform and hides a wrong scale."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.copy_(torch.randn(p.shape, generator=generator) * p.shape[-1] ** -0.5)
+    return model
+
+
+@pytest.mark.parametrize("heads", ["heads", "head_dim"])
+@pytest.mark.parametrize(
+    "name, attention, padded",
+    [("hf_bert", "eager", False), ("hf_llama", "eager", False), ("hf_llama", "sdpa", True)],
+    ids=["bert_eager", "llama_gqa_eager", "llama_gqa_padded_batch"],
+)
+def test_eager_and_repeated_kv_attention_prune_exactly(
+    name: str, attention: str, padded: bool, heads: str
+) -> None:
+    model, inputs = _unit_weights(_model(name)), hf_inputs(name)
+    model.set_attn_implementation(attention)
+    if padded:  # a padding mask makes LLaMA repeat its kv heads (repeat_kv) before attention
+        inputs["attention_mask"] = torch.tensor([[1] * 7, [1] * 5 + [0] * 2])
+    graph = DependencyGraph.build(model, inputs, heads=heads)
+    q = (
+        "layers.0.self_attn.q_proj.weight"
+        if name == "hf_llama"
+        else "encoder.layer.0.attention.self.query.weight"
+    )
+    sizes = [g.size for g in graph.groups if q in {m.tensor for m in g.members}]
+    # BERT: 4 heads of 8; LLaMA: 2 kv heads (4 q heads each), and RoPE keeps its head_dim
+    assert (
+        sizes
+        == {"hf_bert": {"heads": [4], "head_dim": [8]}, "hf_llama": {"heads": [2], "head_dim": []}}[name][
+            heads
+        ]
+    )
+    generator = torch.Generator().manual_seed(0)
+    groups = _exact_groups(model, graph)
+    removals = {g.index: torch.randperm(g.size, generator=generator)[: g.size // 2].tolist() for g in groups}
+    zeroed = copy.deepcopy(model)
+    for group in groups:
+        _zero_producers(zeroed, group, removals[group.index])
+    pruned = apply_plan(zeroed, PruningPlan(graph, removals))
+    torch.testing.assert_close(_output(pruned, inputs), _output(zeroed, inputs), rtol=1e-5, atol=1e-5)
+
+
 def _attention_group(graph: DependencyGraph, tensor: str) -> Group:
     return next(g for g in graph.groups if any(m.tensor == tensor for m in g.members))
 

@@ -1,4 +1,5 @@
-"""Attention: the channel rule of fused scaled-dot-product attention and the head-split hints.
+"""Attention: the channel rule of fused scaled-dot-product attention, the head-split hints, and the
+coupling of attention written out as ``softmax(q·kᵀ)·v`` (eager attention).
 
 ``F.scaled_dot_product_attention(q, k, v)`` reaches ATen as one fused op with
 ``q (B, Hq, L, E)``, ``k (B, Hkv, S, E)``, ``v (B, Hkv, S, Ev)`` → ``out (B, Hq, L, Ev)``. Its rule:
@@ -29,6 +30,7 @@ SDPA = (
 HEAD_MODES = ("heads", "head_dim")
 _VIEWS = ("view", "_unsafe_view", "reshape", "unsqueeze", "squeeze", "flatten")
 _FOLLOW = ("clone", "contiguous", "_to_copy", "alias", "detach", "mul", "add", "sub", "neg", "cat", "slice")
+_FOLLOW += ("expand",)  # repeat_kv
 
 
 def sdpa(ctx: Context, op: Op) -> list[Labels]:
@@ -64,19 +66,81 @@ def sdpa(ctx: Context, op: Op) -> list[Labels]:
 def head_hints(trace: Trace, mode: str) -> dict[int, int]:
     """``view output node → output dim`` that keeps the labels where a reshape splits heads.
 
-    Walks back from every fused attention's ``q``, ``k``, ``v`` through transposes, ``select``/``unbind``
-    of a fused qkv tensor, copies, rotary arithmetic and head-preserving views to the view that
-    creates the head dim.
+    Starts from the ``q``, ``k``, ``v`` of every fused attention and of every eager one (the ``bmm``
+    of ``q·kᵀ`` feeding a softmax, and the ``bmm`` of the softmax output with ``v``), and walks back
+    through transposes, ``select``/``unbind`` of a fused qkv tensor, copies, rotary arithmetic,
+    ``repeat_kv``'s expand and head-preserving views to the view that creates the head dim.
     """
-    producer = {o.node: op for op in trace.ops for o in op.outputs if isinstance(o, Ref)}
-    hints: dict[int, int] = {}
+    producer = _producers(trace)
+    starts = []
     for op in trace.ops:
         if op.name in SDPA:
-            for name in ("query", "key", "value"):
-                ref = arg(op, name)
-                if isinstance(ref, Ref) and len(trace.shapes[ref.node]) >= 3:
-                    _walk(trace, producer, ref.node, len(trace.shapes[ref.node]) - 3, mode, hints)
+            starts += [ref for name in ("query", "key", "value") if isinstance(ref := arg(op, name), Ref)]
+    for scores, weighted, _ in _eager_attention(trace, producer):
+        operands = (*scores.args[:2], weighted.args[1] if weighted else None)
+        starts += [a for a in operands if isinstance(a, Ref)]
+    hints: dict[int, int] = {}
+    for ref in starts:
+        node = _unbatched(trace, producer, ref.node)
+        if node is not None:
+            _walk(trace, producer, node, len(trace.shapes[node]) - 3, mode, hints)
     return hints
+
+
+def _producers(trace: Trace) -> dict[int, Op]:
+    return {o.node: op for op in trace.ops for o in op.outputs if isinstance(o, Ref)}
+
+
+def _unbatched(trace: Trace, producer: dict[int, Op], node: int) -> int | None:
+    """``node`` itself if it has heads (rank ≥ 3 with no batch·heads merge, e.g. ``(B, H, L, D)``),
+    else the tensor of rank ≥ 4 that a matmul's ``view(B·H, L, D)`` (or expand) came from."""
+    while len(trace.shapes[node]) == 3 and (op := producer.get(node)) is not None:
+        if op.name not in (*_VIEWS, "expand", "clone", "contiguous") or not isinstance(op.args[0], Ref):
+            break
+        node = op.args[0].node
+    return node if len(trace.shapes[node]) >= 3 else None
+
+
+def _eager_attention(trace: Trace, producer: dict[int, Op]) -> list[tuple[Op, Op | None, Op]]:
+    """``(scores bmm, weighted-sum bmm or None, softmax)`` of attention written as matmul → softmax →
+    matmul (also SDPA's unfused math path)."""
+    found: dict[int, tuple[Op, Op]] = {}  # softmax output node → (the bmm of its scores, the softmax)
+    for op in trace.ops:
+        if op.name in _SOFTMAX and isinstance(op.args[0], Ref):
+            scores = _back_to(producer, op.args[0].node, _SCORE_OPS)
+            if scores is not None:
+                found[op.outputs[0].node] = (scores, op)
+    weighted: dict[int, Op] = {}
+    for op in trace.ops:
+        if op.name in ("bmm", "mm") and isinstance(op.args[0], Ref):
+            weights = _back_to(producer, op.args[0].node, _WEIGHT_OPS, targets=found)
+            if weights is not None:
+                weighted[weights] = op
+    return [(scores, weighted.get(node), softmax) for node, (scores, softmax) in found.items()]
+
+
+_SOFTMAX = ("_softmax", "_safe_softmax", "softmax")
+_SCORE_OPS = (*_VIEWS, "expand", "clone", "contiguous", "_to_copy", "mul", "div", "add", "sub", "masked_fill",
+              "where", "tanh")  # fmt: skip
+_WEIGHT_OPS = (*_VIEWS, "expand", "clone", "contiguous", "_to_copy", "dropout", "native_dropout", "mul")
+
+
+def _back_to(producer: dict[int, Op], node: int, through: tuple[str, ...], targets: dict | None = None):  # type: ignore[no-untyped-def]
+    """Walk back from ``node`` through ``through`` ops (first tensor argument): the ``bmm`` reached
+    (``targets is None``), or the node of ``targets`` reached; ``None`` otherwise."""
+    for _ in range(32):  # attention chains are short; this bounds a walk that found none
+        if targets is not None and node in targets:
+            return node
+        op = producer.get(node)
+        if op is None:
+            return None
+        if targets is None and op.name in ("bmm", "mm"):
+            return op
+        refs = [a for a in op.args if isinstance(a, Ref)]
+        if op.name.rstrip("_") not in through or not refs:
+            return None
+        node = refs[0].node
+    return None
 
 
 def _walk(trace: Trace, producer: dict[int, Op], node: int, head: int, mode: str, hints: dict) -> None:
@@ -99,6 +163,8 @@ def _walk(trace: Trace, producer: dict[int, Op], node: int, head: int, mode: str
             same = _same_dim(trace.shapes[source], shape, head)
             if same is not None:
                 stack.append((source, same))
+            elif (merged := _merged_from(trace.shapes[source], shape, head)) is not None:
+                stack.append((source, merged))  # repeat_kv: (B, Hkv, g, S, D) → (B, Hkv·g, S, D)
             elif head + 1 < len(shape):  # the view creates the head dim: (…, H·D) → (…, H, D)
                 hints[node] = head if mode == "heads" else head + 1
         elif op.name in _FOLLOW or op.name.rstrip("_") in _FOLLOW:
@@ -127,6 +193,20 @@ def _same_dim(in_shape: tuple[int, ...], out_shape: tuple[int, ...], dim: int) -
     return None
 
 
+def _merged_from(in_shape: tuple[int, ...], out_shape: tuple[int, ...], dim: int) -> int | None:
+    """The outer input dim of the dims a view merges into output ``dim`` (same elements before)."""
+    before = math.prod(out_shape[:dim])
+    for d in range(len(in_shape) - 1):
+        if math.prod(in_shape[:d]) == before and out_shape[dim] % in_shape[d] == 0 and in_shape[d] > 1:
+            size = in_shape[d]
+            for n in in_shape[d + 1 :]:
+                size *= n
+                if size >= out_shape[dim]:
+                    break
+            return d if size == out_shape[dim] else None
+    return None
+
+
 def hinted_order(sizes: list[int], hint: int | None) -> list[int]:
     """Dims to try for keeping labels in a split: the hinted one first, then largest first."""
     order = sorted(range(len(sizes)), key=lambda k: (sizes[k], k), reverse=True)
@@ -136,21 +216,21 @@ def hinted_order(sizes: list[int], hint: int | None) -> list[int]:
     return order
 
 
-def pin_math_path_scale(trace: Trace, labels: dict[int, Labels], uf: UnionFind) -> None:
-    """Pin the contracted dim ``E`` of SDPA's unfused math path (``_safe_softmax`` of ``q·kᵀ``).
+def couple_eager_attention(trace: Trace, labels: dict[int, Labels], uf: UnionFind) -> None:
+    """Channel coupling of attention written as ``softmax(q·kᵀ)·v`` that the per-op rules cannot see.
 
-    There the default scale ``1/√E`` arrives as constant multipliers of ``q`` and ``k``, invisible in
-    the trace: removing dims of ``E`` would keep the old scale. Walks back from the softmax through
-    views to the ``bmm`` of the scores and pins its operands' contracted dims.
+    Joins the head size of ``v`` to that of ``q`` where equal (models size q, k and v heads by one
+    ``head_dim`` attribute, as in :func:`sdpa`), and pins the contracted dim of SDPA's unfused math
+    path (``_safe_softmax``): its default scale ``1/√E`` arrives as constants invisible in the trace.
     """
-    softmaxes = [op for op in trace.ops if op.name == "_safe_softmax" and isinstance(op.args[0], Ref)]
-    producer = {o.node: op for op in trace.ops for o in op.outputs if isinstance(o, Ref)} if softmaxes else {}
-    for op in softmaxes:
-        source = producer.get(op.args[0].node)
-        while source is not None and source.name in _VIEWS and isinstance(source.args[0], Ref):
-            source = producer.get(source.args[0].node)
-        if source is not None and source.name in ("bmm", "mm", "matmul"):
-            a, b = source.args[0], source.args[1]
-            for ref, dim in ((a, -1), (b, -2)):
-                if isinstance(ref, Ref) and ref.node in labels:
-                    uf.pin(labels[ref.node][dim])
+    if not any(op.name in _SOFTMAX for op in trace.ops):
+        return
+    for scores, weighted, softmax in _eager_attention(trace, _producers(trace)):
+        q, k = (labels.get(a.node) if isinstance(a, Ref) else None for a in scores.args[:2])
+        if softmax.name == "_safe_softmax":
+            for vectors, dim in ((q, -1), (k, -2)):
+                if vectors is not None:
+                    uf.pin(vectors[dim])
+        v = labels.get(weighted.args[1].node) if weighted and isinstance(weighted.args[1], Ref) else None
+        if q is not None and v is not None and len(q[-1]) == len(v[-1]):
+            uf.union(q[-1], v[-1])

@@ -14,7 +14,7 @@ from torch import nn
 
 from .._checks import check_choice
 from . import hf, rules  # noqa: F401  (register the Conv1D handler and the op rules)
-from .attention import HEAD_MODES, head_hints, pin_math_path_scale
+from .attention import HEAD_MODES, couple_eager_attention, head_hints
 from .modules import Dims, handler_for
 from .propagate import propagate
 from .trace import ExampleInputs, Trace, trace_model
@@ -143,7 +143,7 @@ class DependencyGraph:
             labels[node] = vectors
         classes = {k: type(v).__name__ for k, v in modules.items()}
         propagate(trace, uf, labels, classes, head_hints(trace, heads))
-        pin_math_path_scale(trace, labels, uf)
+        couple_eager_attention(trace, labels, uf)
         vectors = [v for _, v in members]
         roots = uf.find(np.concatenate(vectors)) if vectors else np.zeros(0, dtype=np.int64)
         groups, channel_roots = _groups([m for m, _ in members], roots, [len(v) for v in vectors])

@@ -56,13 +56,15 @@ class Op:
 class Trace:
     """The ops of one forward, the shape of every tensor node and where the leaves came from.
 
-    ``sources`` maps node → ``("param" | "buffer" | "input" | "constant", name)``.
+    ``sources`` maps node → ``("param" | "buffer" | "input" | "constant", name)``; ``scalars`` holds
+    the value of every one-element constant (e.g. ``torch.tensor(q.size(-1))`` in an attention scale).
     """
 
     ops: list[Op] = field(default_factory=list)
     shapes: list[tuple[int, ...]] = field(default_factory=list)
     sources: dict[int, tuple[str, str]] = field(default_factory=dict)
     outputs: list[int] = field(default_factory=list)
+    scalars: dict[int, float] = field(default_factory=dict)
 
 
 class _Recorder(TorchDispatchMode):
@@ -99,6 +101,8 @@ class _Recorder(TorchDispatchMode):
         node = self.nodes.get(id(value))
         if node is None:
             node = self.add(value, ("constant", ""))
+            if value.numel() == 1 and value.device.type != "meta":
+                self.trace.scalars[node] = value.item()
         return Ref(node)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]

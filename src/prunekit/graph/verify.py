@@ -2,10 +2,11 @@
 output shape with the shape the plan predicts.
 
 The channel labels say, for every traced tensor, which channel each index belongs to, so the plan
-predicts every intermediate shape. A forward that reshapes with a size it stores (a head count, a head
-size, ``x.view(-1, 16 * 5 * 5)``) or that takes another path on the smaller model computes something
-else; this check turns that silent change (or a crash at the user's first call) into one error at
-prune time that names the op and the module.
+predicts every intermediate shape; the numbers an op computes with (``x / math.sqrt(self.head_dim)``,
+a scale from ``q.size(-1)``) must not change. A forward that reshapes with a size it stores (a head
+count, a head size, ``x.view(-1, 16 * 5 * 5)``), derives a scale from a pruned size, or takes another
+path on the smaller model computes something else; this check turns that silent change (or a crash
+at the user's first call) into one error at prune time that names the op and the module.
 """
 
 from __future__ import annotations
@@ -68,8 +69,8 @@ def verify_pruned(
     pruned: nn.Module, trace: Trace, replay: Replay, removals: Mapping[int, tuple[int, ...]]
 ) -> None:
     """Trace ``pruned`` on the example inputs; raise :class:`PrunedModelMismatchError` if it fails, or
-    at the first op whose output shape differs from the one ``removals`` predict, in a module that ran
-    the same ops as in ``trace``."""
+    at the first op whose output shape or constants differ from what ``removals`` predict, comparing
+    each module's ops in order up to the first op that differs from ``trace``'s."""
     expected = expected_shapes(trace, replay.labels, replay.uf, replay.channel_roots, removals)
     modules = replay.modules
     try:
@@ -81,17 +82,23 @@ def verify_pruned(
             f"{_FIX}"
         ) from error
     for name, (before, after) in _by_module(trace, got).items():
-        if [op.func for op in before] != [op.func for op in after]:
-            continue  # ATen decompositions may depend on sizes (linear to one feature): not comparable
-        for index, (old, new) in enumerate(zip(before, after, strict=True)):
+        where = f"module {name!r} ({modules.get(name, '?')})" if name else "the model's own forward"
+        for index, (old, new) in enumerate(zip(before, after, strict=False)):
+            if old.func != new.func:  # ATen decompositions depend on sizes (a Linear to one feature,
+                break  # a matmul over one head): the rest of this module is not comparable
+            op = f"op {index} of {where}, aten.{new.func.__name__},"
             want, have = _first_shape(old, expected), _first_shape(new, got.shapes)
             if want != have:
-                where = f"module {name!r} ({modules.get(name, '?')})" if name else "the model's own forward"
                 raise PrunedModelMismatchError(
-                    f"the pruned model does not compute what the plan predicts: op {index} of {where}, "
-                    f"aten.{new.func.__name__}, gives shape {have}, the plan predicts {want}. The forward "
-                    f"likely reshapes with a size it stores (a head count or head size) that was not "
-                    f"updated; {_FIX}"
+                    f"the pruned model does not compute what the plan predicts: {op} gives shape {have}, the "
+                    f"plan predicts {want}. The forward likely reshapes with a size it stores (a head count "
+                    f"or head size) that was not updated; {_FIX}"
+                )
+            if (was := _constants(old, trace)) != (now := _constants(new, got)):
+                raise PrunedModelMismatchError(
+                    f"the pruned model does not compute what the original did on the kept channels: {op} "
+                    f"computes with {now} where the original used {was}. The forward likely derives a scale "
+                    f"from a size that pruning changed (1/sqrt(head_dim) when head_dim shrinks); {_FIX}"
                 )
 
 
@@ -108,6 +115,23 @@ def _first_shape(op: Op, shapes: list[tuple[int, ...]]) -> tuple[int, ...] | Non
     """Shape of the first tensor output (rules label later ones, e.g. saved statistics, only roughly)."""
     ref = next((o for o in op.outputs if isinstance(o, Ref)), None)
     return None if ref is None else shapes[ref.node]
+
+
+_ARITHMETIC = frozenset(("mul", "div", "add", "sub", "rsub", "pow", "true_divide", "full", "fill", "clamp"))
+
+
+def _constants(op: Op, trace: Trace) -> list[float]:
+    """The numbers ``op`` computes with: float arguments (not NaN), integer ones of arithmetic ops
+    (integer sizes of views and splits change with pruning by design) and one-element constant tensors."""
+    arithmetic = op.name.rstrip("_") in _ARITHMETIC
+    found = []
+    for value in (*op.args, *op.kwargs.values()):
+        if isinstance(value, Ref):
+            if value.node in trace.scalars:
+                found.append(trace.scalars[value.node])
+        elif (isinstance(value, float) and value == value) or (isinstance(value, int) and arithmetic):
+            found.append(value)
+    return found
 
 
 _FIX = (
