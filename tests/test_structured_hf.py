@@ -256,3 +256,20 @@ def test_real_minilm_pruning_is_exact() -> None:
     expected, actual = _output(zeroed, inputs), _output(pruned, inputs)
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
     assert pruned.config.num_attention_heads == 6 and pruned.config.intermediate_size == 768
+
+
+def test_a_model_saved_under_checkpoint_names_reloads(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from prunekit.graph.hf import load_pretrained
+
+    config = transformers.Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                       intermediate_size=48, image_size=16, patch_size=8)  # fmt: skip
+    torch.manual_seed(0)
+    model, inputs = (
+        _unit_weights(transformers.Dinov2Model(config).eval()),
+        {"pixel_values": torch.randn(2, 3, 16, 16)},
+    )
+    pruned = apply_plan(model, build_plan(model, DependencyGraph.build(model, inputs), 0.5))
+    pruned.save_pretrained(tmp_path)  # transformers 5 writes `attention.attention.query`, not `q_proj`
+    loaded = load_pretrained(transformers.Dinov2Model, tmp_path)
+    assert loaded.encoder.layer[0].attention.q_proj.out_features == 16
+    torch.testing.assert_close(_output(loaded, inputs), _output(pruned, inputs))

@@ -170,11 +170,11 @@ def load_pretrained(model_class: type, directory: str | os.PathLike[str]) -> nn.
         raise FileNotFoundError(f"no *.safetensors in {str(directory)!r}; save with save_pretrained")
     config = model_class.config_class.from_pretrained(directory)
     model = _instantiate(model_class, config)
-    state, shapes = {}, {}
+    state, shapes, names = {}, {}, _checkpoint_names(model)
     for file in files:
         with safe_open(file, "pt") as f:
-            shapes.update({k: tuple(f.get_slice(k).get_shape()) for k in f.keys()})  # noqa: SIM118
-        state.update(load_file(file))
+            shapes.update({names.get(k, k): tuple(f.get_slice(k).get_shape()) for k in f.keys()})  # noqa: SIM118
+        state.update({names.get(k, k): v for k, v in load_file(file).items()})
     resize_to_shapes(model, shapes)
     attention = [model.get_submodule(name) for name in attention_modules(model)]
     for module, (h, kv, d, *scale) in zip(attention, getattr(config, "prunekit_attention", []), strict=False):
@@ -193,6 +193,21 @@ def load_pretrained(model_class: type, directory: str | os.PathLike[str]) -> nn.
             "does not have; pass the class the model was saved from"
         )
     return model.eval()
+
+
+def _checkpoint_names(model: nn.Module) -> dict[str, str]:
+    """Saved tensor name → the model's state-dict name: transformers ≥ 5 saves some models under their
+    original checkpoint names (DINOv2's ``attention.attention.query`` for ``attention.q_proj``)."""
+    try:
+        from transformers.core_model_loading import revert_weight_conversion
+    except ImportError:  # older transformers save the module names as they are
+        return {}
+    state = model.state_dict()
+    owner: dict[int, str] = {}
+    for name, tensor in state.items():
+        owner.setdefault(id(tensor), name)
+    saved = revert_weight_conversion(model, dict(state))
+    return {name: owner[id(tensor)] for name, tensor in saved.items() if id(tensor) in owner}
 
 
 def _instantiate(model_class: type, config: Any) -> nn.Module:
