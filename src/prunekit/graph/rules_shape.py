@@ -1,4 +1,5 @@
-"""Channel rules for elementwise, reduction and shape ops (views, permutes, cat, split, slicing)."""
+"""Channel rules for elementwise, reduction and shape ops (views, permutes, cat, stack, split, slicing,
+indexing, roll, channel and pixel shuffles)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import re
 import numpy as np
 
 from .propagate import Context, Labels, arg, out_refs, tensor_args
-from .trace import Op
+from .trace import Op, Ref
 
 
 def _dims(dim: object, rank: int) -> list[int]:
@@ -119,6 +120,16 @@ def cat(ctx: Context, op: Op) -> list[Labels]:
     return [out]
 
 
+def stack(ctx: Context, op: Op) -> list[Labels]:
+    """``torch.stack``: the inputs (all of one shape) join dim by dim and pass on; the new dim holds
+    no channels."""
+    parts = tensor_args(op)
+    shape = ctx.shape(out_refs(op)[0])
+    out = [ctx.join(list(vectors)) for vectors in zip(*(ctx.of(t) for t in parts), strict=True)]
+    out.insert(int(arg(op, "dim", 0)) % len(shape), np.zeros(len(parts), dtype=np.int64))
+    return [out]
+
+
 def split(ctx: Context, op: Op) -> list[Labels]:
     """split / chunk: equal parts are joined index by index (each keeps the same count); else pinned."""
     x, outs = tensor_args(op)[0], out_refs(op)
@@ -152,6 +163,106 @@ def select(ctx: Context, op: Op) -> list[Labels]:
     dim = int(arg(op, "dim", 0)) % len(labels)
     ctx.uf.pin(labels.pop(dim))
     return [labels]
+
+
+def index(ctx: Context, op: Op) -> list[Labels]:
+    """Advanced indexing ``x[i, :, j]`` / ``x[mask]`` (``aten.index.Tensor``, ``None`` for a dim not
+    indexed): the positions are hard-coded, so the indexed dims and the index tensors are pinned. The
+    dims not indexed keep their labels in order; the index result dims (zeros) replace the indexed dims
+    where those are adjacent, else come first, as in PyTorch. A layout that does not match the output's
+    shape (masks the shapes cannot tell apart) pins everything."""
+    x, indices = op.args[0], list(arg(op, "indices"))
+    labels, out_shape = ctx.of(x), ctx.shape(out_refs(op)[0])
+    before: Labels = []  # dims not indexed, before the first index tensor
+    after: Labels = []  # … and after it
+    d = 0
+    for entry, span in zip(indices, _index_spans(ctx, x, indices, len(out_shape)), strict=True):
+        if entry is None:
+            (before if d == len(before) else after).append(labels[d])  # before: no index tensor yet
+        else:
+            for vec in (*labels[d : d + span], *ctx.of(entry)):
+                ctx.uf.pin(vec)
+        d += span
+    after += labels[d:]
+    positions = [k for k, entry in enumerate(indices) if entry is not None]
+    adjacent = bool(positions) and positions[-1] - positions[0] == len(positions) - 1
+    start, count = len(before) if adjacent else 0, len(out_shape) - len(before) - len(after)
+    result = ctx.zeros(out_shape[start : start + count])
+    out = [*before, *result, *after] if adjacent else [*result, *before, *after]
+    if count < 0 or tuple(len(v) for v in out) != out_shape:
+        return pinned(ctx, op)
+    return [out]
+
+
+def _index_spans(ctx: Context, x: Ref, indices: list[Ref | None], out_rank: int) -> list[int]:
+    """Input dims each entry of an ``aten.index`` consumes: one for ``None`` and an integer index, the
+    rank for a bool mask. The trace holds no dtypes; every mask of rank 2 or more changes the output's
+    rank (a 1-D mask consumes like a 1-D index), so masks are looked for only when that rank says so:
+    index tensors of rank ≥ 2 shaped like the dims they land on."""
+    shape, ranks = ctx.shape(x), [0 if i is None else len(ctx.shape(i)) for i in indices]
+    tensors = [r for i, r in zip(indices, ranks, strict=True) if i is not None]
+    spans = [1] * len(indices)
+    if not tensors or len(shape) - len(tensors) + max(tensors) == out_rank:
+        return spans
+    d = 0
+    for k, (entry, rank) in enumerate(zip(indices, ranks, strict=True)):
+        if entry is not None and rank >= 2 and ctx.shape(entry) == shape[d : d + rank]:
+            spans[k] = rank
+        d += spans[k]
+    return spans
+
+
+def index_select(ctx: Context, op: Op) -> list[Labels]:
+    """``x.index_select(dim, index)``: hard-coded positions, so ``dim`` and the index are pinned; the
+    other dims pass."""
+    labels = list(ctx.of(op.args[0]))
+    dim = int(arg(op, "dim")) % len(labels)
+    for vec in (labels[dim], *ctx.of(arg(op, "index"))):
+        ctx.uf.pin(vec)
+    labels[dim] = np.zeros(ctx.shape(out_refs(op)[0])[dim], dtype=np.int64)
+    return [labels]
+
+
+def roll(ctx: Context, op: Op) -> list[Labels]:
+    """``torch.roll``: a rolled dim is pinned (removing a channel would shift which ones wrap around);
+    without ``dims`` the flattened tensor rolls, so every dim is pinned. Other dims pass."""
+    labels = list(ctx.of(op.args[0]))
+    for d in _dims(arg(op, "dims"), len(labels)):
+        ctx.uf.pin(labels[d])
+        labels[d] = np.zeros(len(labels[d]), dtype=np.int64)
+    return [labels]
+
+
+def channel_shuffle(ctx: Context, op: Op) -> list[Labels]:
+    """``channel_shuffle(x, g)``: channel ``i`` of every group is joined (the groups keep equal sizes)
+    and the output takes the channels of dim 1 in the shuffled order ``(g, C/g) → (C/g, g)``."""
+    labels = list(ctx.of(op.args[0]))
+    per_group = labels[1].reshape(int(arg(op, "groups")), -1)
+    ctx.uf.union(per_group, per_group[:1])
+    labels[1] = per_group.T.ravel()
+    return [labels]
+
+
+def pixel_shuffle(ctx: Context, op: Op) -> list[Labels]:
+    """``pixel_shuffle(x, r)``: the ``r²`` input channels that become one output channel's pixels are
+    joined (removed as one); the spatial dims are pinned."""
+    labels = ctx.of(op.args[0])
+    r = int(arg(op, "upscale_factor"))
+    blocks = labels[-3].reshape(-1, r * r)
+    ctx.uf.union(blocks, blocks[:, :1])
+    for vec in labels[-2:]:
+        ctx.uf.pin(vec)
+    return [[*labels[:-3], blocks[:, 0], *ctx.zeros(ctx.shape(out_refs(op)[0])[-2:])]]
+
+
+def pixel_unshuffle(ctx: Context, op: Op) -> list[Labels]:
+    """``pixel_unshuffle(x, r)``: each input channel becomes ``r²`` consecutive output channels with
+    its label; the spatial dims are pinned."""
+    labels = ctx.of(op.args[0])
+    r = int(arg(op, "downscale_factor"))
+    for vec in labels[-2:]:
+        ctx.uf.pin(vec)
+    return [[*labels[:-3], np.repeat(labels[-3], r * r), *ctx.zeros(ctx.shape(out_refs(op)[0])[-2:])]]
 
 
 def unbind(ctx: Context, op: Op) -> list[Labels]:

@@ -1,0 +1,171 @@
+"""Channel rules for stack, advanced indexing, index_select, roll and the channel / pixel shuffles: the
+channels they carry prune exactly, the dims they pick positions along or create are kept whole."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import nn
+
+from prunekit.graph import DependencyGraph
+from test_structured_exact import assert_exact, prune_zeroed
+
+Op = Callable[[torch.Tensor], torch.Tensor]
+
+
+class Through(nn.Module):
+    """``a`` → ``op`` → ``b``: whether ``a``'s channels may go depends on ``op``."""
+
+    def __init__(self, a: nn.Module, op: Op, b: nn.Module) -> None:
+        super().__init__()
+        self.a, self.op, self.b = a, op, b
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.op(self.a(x)))
+
+
+def rotate_every_two(x: torch.Tensor) -> torch.Tensor:
+    """GPT-J's rotary helper: pairs along the last dim become ``(-x2, x1)``."""
+    return torch.stack((-x[..., 1::2], x[..., ::2]), dim=-1).flatten(-2)
+
+
+POSITIONS = torch.tensor([4, 1])  # one position per batch row (CLIP's pooled token, GPT-2's last token)
+MASK = torch.tensor([[True, False, True, True, False], [False, True, False, False, False]])
+
+
+def _sizes_of_a(model: nn.Module, x: torch.Tensor) -> list[int]:
+    return [g.size for g in DependencyGraph.build(model, x).groups if "a" in g.modules()]
+
+
+@pytest.mark.parametrize(
+    "a, op, b, x, size",
+    [
+        (nn.Conv1d(3, 6, 1), rotate_every_two, nn.Conv1d(6, 4, 1), (2, 3, 8), 6),
+        (nn.Linear(4, 8), lambda h: h[torch.arange(2), POSITIONS], nn.Linear(8, 5), (2, 5, 4), 8),
+        (nn.Conv1d(3, 8, 1), lambda h: h[torch.arange(2), :, POSITIONS], nn.Linear(8, 5), (2, 3, 5), 8),
+        (
+            nn.Conv2d(3, 8, 1),
+            lambda h: h.transpose(0, 1)[:, torch.arange(2), :, POSITIONS],
+            nn.Conv1d(8, 4, 1),
+            (2, 3, 3, 5),
+            8,
+        ),
+        (nn.Conv1d(3, 8, 1), lambda h: h[..., POSITIONS], nn.Conv1d(8, 4, 1), (2, 3, 5), 8),
+        (nn.Linear(4, 8), lambda h: h[:, torch.tensor([[0, 1], [2, 3]])], nn.Linear(8, 5), (2, 5, 4), 8),
+        (nn.Linear(4, 8), lambda h: h[MASK], nn.Linear(8, 5), (2, 5, 4), 8),
+        (nn.Conv1d(3, 8, 1), lambda h: h.index_select(-1, POSITIONS), nn.Conv1d(8, 4, 1), (2, 3, 5), 8),
+        (nn.Conv2d(3, 8, 3, padding=1), lambda h: h.roll(1, -1), nn.Conv2d(8, 4, 1), (2, 3, 5, 5), 8),
+        (
+            nn.Conv2d(3, 8, 3, padding=1),
+            lambda h: h.roll((1, 2), (2, 3)),
+            nn.Conv2d(8, 4, 1),
+            (2, 3, 5, 5),
+            8,
+        ),
+        (nn.Conv2d(3, 8, 1), nn.ChannelShuffle(2), nn.Conv2d(8, 4, 1), (2, 3, 4, 4), 4),
+        (
+            nn.Conv2d(3, 12, 1),
+            lambda h: torch.native_channel_shuffle(h, 3),
+            nn.Conv2d(12, 4, 1),
+            (2, 3, 4, 4),
+            4,
+        ),
+        (nn.Conv2d(3, 8, 1), nn.PixelShuffle(2), nn.Conv2d(2, 4, 1), (2, 3, 4, 4), 2),
+        (nn.Conv2d(3, 2, 1), nn.PixelUnshuffle(2), nn.Conv2d(8, 4, 1), (2, 3, 4, 4), 2),
+    ],
+    ids=[
+        "gptj_rotary_stack",
+        "index_pooled_token",
+        "index_not_adjacent",
+        "index_not_adjacent_goes_first",
+        "index_last_dim",
+        "index_2d_positions",
+        "index_bool_mask",
+        "index_select",
+        "roll",
+        "roll_two_dims",
+        "channel_shuffle",
+        "native_channel_shuffle",
+        "pixel_shuffle",
+        "pixel_unshuffle",
+    ],
+)
+def test_channels_carried_through_the_op_prune_exactly(
+    a: nn.Module, op: Op, b: nn.Module, x: tuple[int, ...], size: int
+) -> None:
+    model, inputs = Through(a, op, b).eval(), torch.randn(x)
+    graph = DependencyGraph.build(model, inputs)
+    (group,) = [g for g in graph.groups if "a" in g.modules()]
+    assert group.size == size and "b" in group.modules()
+    pruned, zeroed, removals = prune_zeroed(model, graph, [group], torch.Generator().manual_seed(0))
+    assert removals[group.index] and sum(p.numel() for p in pruned.a.parameters()) < sum(
+        p.numel() for p in model.a.parameters()
+    )
+    assert_exact(pruned, zeroed, inputs)
+
+
+@pytest.mark.parametrize(
+    "op, width",
+    [
+        (lambda h: h[:, torch.tensor([0, 3, 5])], 3),
+        (lambda h: h[torch.arange(2), torch.tensor([0, 3])].unsqueeze(-1), 1),
+        (lambda h: h[:, torch.arange(8) % 3 == 0], 3),
+        (lambda h: h.index_select(1, torch.tensor([0, 3, 5])), 3),
+        (lambda h: h.roll(1, -1), 8),
+        (lambda h: h.roll(3), 8),
+    ],
+    ids=["index", "index_with_batch", "index_bool_mask", "index_select", "roll", "roll_flattened"],
+)
+def test_positions_picked_or_rolled_along_the_channel_dim_keep_it_whole(op: Op, width: int) -> None:
+    model = Through(nn.Linear(4, 8), op, nn.Linear(width, 5)).eval()
+    assert _sizes_of_a(model, torch.randn(2, 4)) == []
+
+
+class Branches(nn.Module):
+    """Two branches stacked along ``dim`` and summed over it (users stacking branch outputs)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim, self.a, self.c, self.b = dim, nn.Linear(4, 8), nn.Linear(4, 8), nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.stack((self.a(x), self.c(x).relu()), dim=self.dim).sum(self.dim))
+
+
+@pytest.mark.parametrize("dim", [0, 1, 2, -1, -2, -3])
+def test_stacked_branches_lose_the_same_channels(dim: int) -> None:
+    model, x = Branches(dim).eval(), torch.randn(2, 4)
+    graph = DependencyGraph.build(model, x)
+    (group,) = graph.groups
+    assert group.size == 8 and group.modules() == ["a", "b", "c"]
+    pruned, zeroed, _ = prune_zeroed(model, graph, [group], torch.Generator().manual_seed(0))
+    assert pruned.a.out_features == pruned.c.out_features == pruned.b.in_features < 8
+    assert_exact(pruned, zeroed, x)
+
+
+class MixStacked(nn.Module):
+    """Stacks two branches on a new last dim and mixes along it with a Linear (no bias: a zeroed
+    channel must stay zero for the exactness check)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.c, self.mix, self.b = (
+            nn.Linear(4, 8),
+            nn.Linear(4, 8),
+            nn.Linear(2, 3, bias=False),
+            nn.Linear(24, 5),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.mix(torch.stack((self.a(x), self.c(x)), dim=-1)).flatten(1))
+
+
+def test_the_new_stacked_dim_holds_no_channels() -> None:
+    model, x = MixStacked().eval(), torch.randn(2, 4)
+    graph = DependencyGraph.build(model, x)
+    assert not any(m.tensor == "mix.weight" and m.dim == 1 for g in graph.groups for m in g.members)
+    pruned, zeroed, _ = prune_zeroed(model, graph, list(graph.groups), torch.Generator().manual_seed(0))
+    assert pruned.mix.in_features == 2 and pruned.a.out_features < 8
+    assert_exact(pruned, zeroed, x)
