@@ -16,7 +16,7 @@ from torch import nn
 
 from ._checks import check_positive_int, check_sparsity
 from .graph.graph import DependencyGraph, Group, one_thread
-from .graph.hf import update_model
+from .graph.hf_config import update_model
 from .graph.importance import IMPORTANCES, group_scores
 from .graph.modules import handler_for
 from .graph.verify import verify_pruned

@@ -4,7 +4,7 @@ The saved directory is an ordinary transformers checkpoint (``config.json`` + ``
 that ``AutoModel.from_pretrained`` reads back unchanged; pruned weights are exact zeros and
 ``config.prunekit`` records the format version, the overall sparsity and each pruned parameter's
 sparsity. A structurally pruned model (``prunekit.plan.apply_plan``) is saved at its smaller shapes with
-the config :func:`prunekit.graph.hf.update_model` already updated (``hidden_size``,
+the config :func:`prunekit.graph.hf_config.update_model` already updated (``hidden_size``,
 ``intermediate_size``, ``num_attention_heads`` …): ``from_pretrained`` reloads it where the config can
 describe it, :func:`prunekit.graph.hf.load_pretrained` everywhere else (e.g. BERT with fewer heads of
 the same size).

@@ -34,15 +34,21 @@ _FOLLOW += ("expand",)  # repeat_kv
 
 
 def sdpa(ctx: Context, op: Op) -> list[Labels]:
-    """Fused attention; ``attn_mask`` dims are pinned; without ``scale`` the dim ``E`` is pinned
-    (the default scale ``1/√E`` would change when ``E`` shrinks); ``E`` of ``v`` joins ``E`` of ``q``
-    when equal, since models reshape q, k and v with one ``head_dim`` attribute."""
+    """Fused attention; ``attn_mask`` is added to the scores ``(B, Hq, L, S)``: its dims join theirs
+    where equal, broadcast ones are pinned (T5's learned position bias joins the heads); without
+    ``scale`` the dim ``E`` is pinned (the default scale ``1/√E`` would change when ``E`` shrinks);
+    ``E`` of ``v`` joins ``E`` of ``q`` when equal, since models reshape q, k and v with one
+    ``head_dim`` attribute."""
     q, k, v = arg(op, "query"), arg(op, "key"), arg(op, "value")
     ql, kl, vl = ctx.of(q), ctx.of(k), ctx.of(v)
     mask = arg(op, "attn_mask", arg(op, "attn_bias"))
     if isinstance(mask, Ref):
-        for vec in ctx.of(mask):
-            ctx.uf.pin(vec)
+        scores = [*ql[:-1], kl[-2]]
+        for vec, dim in zip(ctx.of(mask)[::-1], scores[::-1], strict=False):
+            if len(vec) == len(dim):
+                ctx.uf.union(vec, dim)
+            else:
+                ctx.uf.pin(vec)
     ctx.uf.union(ql[-1], kl[-1])
     if len(vl[-1]) == len(ql[-1]):  # models size q, k and v heads by one head_dim attribute
         ctx.uf.union(ql[-1], vl[-1])
@@ -77,7 +83,7 @@ def head_hints(trace: Trace, mode: str) -> dict[int, int]:
         if op.name in SDPA:
             starts += [ref for name in ("query", "key", "value") if isinstance(ref := arg(op, name), Ref)]
     for scores, weighted, _ in _eager_attention(trace, producer):
-        operands = (*scores.args[:2], weighted.args[1] if weighted else None)
+        operands = (*_operands(scores), weighted.args[1] if weighted else None)
         starts += [a for a in operands if isinstance(a, Ref)]
     hints: dict[int, int] = {}
     for ref in starts:
@@ -122,6 +128,7 @@ def _eager_attention(trace: Trace, producer: dict[int, Op]) -> list[tuple[Op, Op
 _SOFTMAX = ("_softmax", "_safe_softmax", "softmax")
 _SCORE_OPS = (*_VIEWS, "expand", "clone", "contiguous", "_to_copy", "mul", "div", "add", "sub", "masked_fill",
               "where", "tanh")  # fmt: skip
+_MATMULS = ("bmm", "mm", "baddbmm")  # BLOOM adds its ALiBi bias in baddbmm(alibi, q, kᵀ)
 _WEIGHT_OPS = (*_VIEWS, "expand", "clone", "contiguous", "_to_copy", "dropout", "native_dropout", "mul")
 
 
@@ -134,13 +141,18 @@ def _back_to(producer: dict[int, Op], node: int, through: tuple[str, ...], targe
         op = producer.get(node)
         if op is None:
             return None
-        if targets is None and op.name in ("bmm", "mm"):
+        if targets is None and op.name in _MATMULS:
             return op
         refs = [a for a in op.args if isinstance(a, Ref)]
         if op.name.rstrip("_") not in through or not refs:
             return None
         node = refs[0].node
     return None
+
+
+def _operands(op: Op) -> tuple[object, object]:
+    """``(a, b)`` of the product ``a @ b`` an op computes (``baddbmm`` takes them after its bias)."""
+    return (op.args[1], op.args[2]) if op.name == "baddbmm" else (op.args[0], op.args[1])
 
 
 def _walk(trace: Trace, producer: dict[int, Op], node: int, head: int, mode: str, hints: dict) -> None:
@@ -165,8 +177,8 @@ def _walk(trace: Trace, producer: dict[int, Op], node: int, head: int, mode: str
                 stack.append((source, same))
             elif (merged := _merged_from(trace.shapes[source], shape, head)) is not None:
                 stack.append((source, merged))  # repeat_kv: (B, Hkv, g, S, D) → (B, Hkv·g, S, D)
-            elif head + 1 < len(shape):  # the view creates the head dim: (…, H·D) → (…, H, D)
-                hints[node] = head if mode == "heads" else head + 1
+            elif head + 1 < len(shape):  # the view creates the head dim: (…, H·D) → (…, H, D), or
+                hints[node] = head if mode == "heads" else len(shape) - 1  # BLOOM's (…, H, 3, D)
         elif op.name in _FOLLOW or op.name.rstrip("_") in _FOLLOW:
             for a in op.args[0] if op.name == "cat" else op.args:
                 same_rank = isinstance(a, Ref) and len(trace.shapes[a.node]) == len(shape)
@@ -226,7 +238,7 @@ def couple_eager_attention(trace: Trace, labels: dict[int, Labels], uf: UnionFin
     if not any(op.name in _SOFTMAX for op in trace.ops):
         return
     for scores, weighted, softmax in _eager_attention(trace, _producers(trace)):
-        q, k = (labels.get(a.node) if isinstance(a, Ref) else None for a in scores.args[:2])
+        q, k = (labels.get(a.node) if isinstance(a, Ref) else None for a in _operands(scores))
         if softmax.name == "_safe_softmax":
             for vectors, dim in ((q, -1), (k, -2)):
                 if vectors is not None:

@@ -1,25 +1,25 @@
-"""Hugging Face transformers: GPT-2's ``Conv1D``, attention bookkeeping and config fields.
+"""Hugging Face transformers: GPT-2's ``Conv1D``, attention bookkeeping and reloading pruned models.
 
 Nothing here imports ``transformers``: ``Conv1D`` is registered by its qualified name, attention
-modules are recognised by their projections (``q_proj``/``k_proj``, ``query``/``key``, GPT-2's
-``c_attn``) and their attributes (``head_dim``/``attention_head_size``, ``num_heads``/
-``num_attention_heads``, ``all_head_size``/``split_size``).
+modules are recognised by their projections (``q_proj``/``k_proj``, ``query``/``key``,
+``q_lin``/``k_lin``, ``q``/``k``, a fused ``c_attn`` or ``query_key_value``) and their attributes
+(``head_dim``/``attention_head_size``/``key_value_proj_dim``, ``num_heads``/``num_attention_heads``/
+``n_heads``, ``all_head_size``/``split_size``/``inner_dim``).
 
-After pruning, :func:`update_model` rewrites those attributes and the config (``hidden_size``,
-``intermediate_size``, ``num_attention_heads``, ``num_key_value_heads``, ``head_dim``) so that
-``save_pretrained`` writes a config that describes the pruned model. Where a config cannot say it
-(BERT/GPT-2/ViT derive the head size as ``hidden_size // num_attention_heads``), the per-layer
-``(heads, kv heads, head_dim, scaling)`` are also written as ``config.prunekit_attention`` and
-:func:`load_pretrained` rebuilds the model from them.
+After pruning, :func:`update_attention` rewrites those attributes and
+:func:`prunekit.graph.hf_config.update_model` the config fields, so that ``save_pretrained`` writes a
+config that describes the pruned model. Where a config cannot say it (BERT/GPT-2/ViT derive the head
+size as ``hidden_size // num_attention_heads``), the per-layer ``(heads, kv heads, head_dim, scaling)``
+are also written as ``config.prunekit_attention`` and :func:`load_pretrained` rebuilds the model from
+them.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from safetensors import safe_open
 from safetensors.torch import load_file
@@ -28,11 +28,25 @@ from torch import nn
 from .modules import HANDLERS, ModuleHandler
 
 CONV1D = "transformers.pytorch_utils.Conv1D"
-_HEAD_DIM = ("head_dim", "attention_head_size")
-_NUM_HEADS = ("num_heads", "num_attention_heads")
-_WIDTH = ("all_head_size", "split_size")
-_MLP_UP = ("up_proj", "c_fc", "fc1")
-_SCALE = ("scaling", "scale")  # the float that multiplies q·kᵀ, where a module stores one
+_HEAD_DIM = ("head_dim", "attention_head_size", "key_value_proj_dim")
+_NUM_HEADS = ("num_heads", "num_attention_heads", "n_heads")
+_WIDTH = ("all_head_size", "split_size", "inner_dim")
+_SCALE = ("scaling", "scale", "inv_norm_factor")  # the float that multiplies q·kᵀ, where a module stores one
+_HEAD_FIELDS = ("num_attention_heads", "encoder_attention_heads", "decoder_attention_heads")  # config
+_QK = (("q_proj", "k_proj"), ("query", "key"), ("q_lin", "k_lin"), ("q", "k"))
+_FUSED_QKV = ("c_attn", "query_key_value")  # q, k and v in equal thirds …
+_UNEQUAL_QKV = ("is_cross_attention", "multi_query", "new_decoder_architecture")  # … unless one is set
+
+
+class Attention(NamedTuple):
+    """An attention module after pruning; ``stale_scale``: its stored scale followed the head size,
+    which pruning changed (a model built from the config would compute another)."""
+
+    heads: int
+    kv_heads: int
+    head_dim: int
+    scale: float | None
+    stale_scale: bool
 
 
 def _conv1d_update(m: nn.Module) -> None:
@@ -60,14 +74,14 @@ def _in(module: nn.Module) -> int:
 def _projections(module: nn.Module) -> tuple[int, int, int] | None:
     """``(q width, k width, hidden in)`` of an attention module, ``None`` for other modules."""
     children = module._modules  # projections are submodules; plain getattr raises and catches per miss
-    for q_name, k_name in (("q_proj", "k_proj"), ("query", "key")):
+    for q_name, k_name in _QK:
         q, k = children.get(q_name), children.get(k_name)
         if _out(q) is not None and _out(k) is not None:
             return _out(q), _out(k), _in(q)
-    c_attn = children.get("c_attn")
-    if _out(c_attn) is not None and not getattr(module, "is_cross_attention", False):
-        width = _out(c_attn) // 3
-        return width, width, _in(c_attn)
+    fused = next((children[n] for n in _FUSED_QKV if _out(children.get(n)) is not None), None)
+    if fused is not None and not any(getattr(module, n, False) for n in _UNEQUAL_QKV):
+        width = _out(fused) // 3
+        return width, width, _in(fused)
     return None
 
 
@@ -75,16 +89,16 @@ def _first(module: nn.Module, names: tuple[str, ...]) -> str | None:
     return next((n for n in names if isinstance(getattr(module, n, None), int)), None)
 
 
-def update_attention(model: nn.Module, heads: str) -> list[tuple[int, int, int, float | None]]:
+def update_attention(model: nn.Module, heads: str) -> dict[str, Attention]:
     """Set head counts and sizes of every attention module from its projections.
 
     ``heads == "heads"`` keeps each module's head size; ``"head_dim"`` keeps its head count (and its
-    stored ``scaling``: the pruned model computes what the original did with those dims zeroed).
-    Returns ``(heads, kv heads, head_dim, scaling or None)`` per attention module, in module order.
+    stored scale: the pruned model computes what the original did with those dims zeroed).
+    Returns each attention module's :class:`Attention` by module name, in module order.
     """
     config = getattr(model, "config", None)
-    found = []
-    for module in model.modules():
+    found = {}
+    for name, module in model.named_modules():
         widths = _projections(module)
         d_attr = None if widths is None else _first(module, _HEAD_DIM)
         if widths is None or d_attr is None:
@@ -92,68 +106,23 @@ def update_attention(model: nn.Module, heads: str) -> list[tuple[int, int, int, 
         q, k, _ = widths
         h_attr = _first(module, _NUM_HEADS)
         old_heads = getattr(module, h_attr) if h_attr else getattr(config, "num_attention_heads", None)
-        keep_size = heads == "heads" or old_heads is None
-        d = getattr(module, d_attr) if keep_size else q // old_heads
+        old_d = getattr(module, d_attr)
+        d = old_d if heads == "heads" or old_heads is None else q // old_heads
         setattr(module, d_attr, d)
         if h_attr:
             setattr(module, h_attr, q // d)
-        for name in _WIDTH:
-            if isinstance(getattr(module, name, None), int):
-                setattr(module, name, q)
+        for attr in _WIDTH:
+            if isinstance(getattr(module, attr, None), int):
+                setattr(module, attr, q)
         scale = next((v for n in _SCALE if isinstance(v := getattr(module, n, None), float)), None)
-        found.append((q // d, k // d, d, scale))
+        stale = scale is not None and d != old_d and math.isclose(scale, old_d**-0.5, rel_tol=1e-6)
+        found[name] = Attention(q // d, k // d, d, scale, stale)
     return found
 
 
 def attention_modules(model: nn.Module) -> list[str]:
     """Names of the attention modules whose head counts and sizes :func:`update_attention` maintains."""
     return [n for n, m in model.named_modules() if _projections(m) is not None and _first(m, _HEAD_DIM)]
-
-
-def update_model(model: nn.Module, heads: str) -> None:
-    """Update attention attributes and, for a transformers model, its config fields."""
-    attention = update_attention(model, heads)
-    config = getattr(model, "config", None)
-    if config is None or not hasattr(config, "to_dict"):
-        return
-    hidden = [_projections(m)[2] for m in model.modules() if _projections(m) is not None]
-    mlp = [w for name, m in model.named_modules() if _is_mlp_up(name) and (w := _out(m)) is not None]
-    fields: dict[str, list[Any]] = {
-        "hidden_size": hidden,
-        "intermediate_size": mlp,
-        "num_attention_heads": [a[0] for a in attention],
-        "num_key_value_heads": [a[1] for a in attention],
-        "head_dim": [a[2] for a in attention],
-    }
-    present = set(config.to_dict()) | set(getattr(config, "attribute_map", {}))
-    if "n_inner" in present:  # GPT-2
-        fields["n_inner"] = fields.pop("intermediate_size")
-    differ = []
-    for name, values in fields.items():
-        if values and name in present:
-            setattr(config, name, values[0])
-            if len(set(values)) > 1:
-                differ.append(f"{name} ({sorted(set(values))})")
-    if differ:
-        warnings.warn(
-            f"layers of the pruned model differ in {', '.join(differ)}; the config keeps the first layer's "
-            "values, so reload with prunekit.graph.hf.load_pretrained, not from_pretrained",
-            stacklevel=3,
-        )
-    elif any(s is not None and not math.isclose(s, d**-0.5, rel_tol=1e-6) for *_, d, s in attention):
-        warnings.warn(
-            "the attention scaling of the pruned model is not 1/sqrt(head_dim) (head_dim was pruned, the "
-            "scaling kept); the config cannot say so, so reload with prunekit.graph.hf.load_pretrained, "
-            "not from_pretrained",
-            stacklevel=3,
-        )
-    if attention:
-        config.prunekit_attention = [list(a) for a in attention]
-
-
-def _is_mlp_up(name: str) -> bool:
-    local = name.rpartition(".")[2]
-    return local in _MLP_UP or name.endswith("intermediate.dense")
 
 
 def load_pretrained(model_class: type, directory: str | os.PathLike[str]) -> nn.Module:
@@ -218,10 +187,12 @@ def _instantiate(model_class: type, config: Any) -> nn.Module:
     except ValueError:
         if not hasattr(config, "prunekit_attention"):
             raise
-    heads = config.num_attention_heads
-    config.num_attention_heads = 1
+    heads = {name: value for name in _HEAD_FIELDS if isinstance(value := getattr(config, name, None), int)}
+    for name in heads:
+        setattr(config, name, 1)
     try:
         model = model_class(config)
     finally:
-        config.num_attention_heads = heads
+        for name, value in heads.items():
+            setattr(config, name, value)
     return model

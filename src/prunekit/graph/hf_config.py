@@ -1,0 +1,128 @@
+"""The config fields of a pruned transformers model, read off its attention modules and FFN widths.
+
+One table says which field holds what, across naming schemes: the hidden size, head counts and head
+size of the attention modules (:func:`~.hf.update_attention`), and the FFN width, which is the output
+width of the FFN's input projection (``up_proj``, ``c_fc``, ``fc1``, BERT's ``intermediate.dense``,
+GPT-NeoX/BLOOM's ``dense_h_to_4h``, GPT-J's ``fc_in``, T5's ``wi``/``wi_0``/``wi_1``, DistilBERT's
+``lin1``, half of Phi-3's fused ``gate_up_proj``). A field with a scope (BART/Whisper's
+``encoder_ffn_dim``) reads only the modules under that path component. ``head_dim`` is written where
+the config has it, or where the attention class reads ``config.head_dim`` when set (Qwen2: once heads
+are removed, ``hidden_size // num_attention_heads`` is no longer the head size).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+import warnings
+from typing import Any
+
+from torch import nn
+
+from .hf import Attention, _out, _projections, update_attention
+
+_ATTENTION = ("hidden", "heads", "kv_heads", "head_dim")
+_UP = ("up_proj", "c_fc", "fc1", "intermediate.dense", "dense_h_to_4h", "gate_up_proj")
+# (config field, path scope or "" for all modules, what it holds: _ATTENTION quantities or the output
+# width of the named FFN input projections). Scoped rows come first: a field that is an alias of one
+# already written (BART's num_attention_heads is encoder_attention_heads) is skipped.
+_FIELDS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("encoder_attention_heads", "encoder", ("heads",)),
+    ("decoder_attention_heads", "decoder", ("heads",)),
+    ("encoder_ffn_dim", "encoder", ("fc1",)),
+    ("decoder_ffn_dim", "decoder", ("fc1",)),
+    ("hidden_size", "", ("hidden",)),
+    ("num_attention_heads", "", ("heads",)),
+    ("num_key_value_heads", "", ("kv_heads",)),
+    ("head_dim", "", ("head_dim",)),
+    ("intermediate_size", "", _UP),
+    ("n_inner", "", ("c_fc", "fc_in")),
+    ("ffn_dim", "", ("fc1",)),
+    ("d_ff", "", ("wi", "wi_0", "wi_1")),
+    ("hidden_dim", "", ("lin1",)),
+)
+_FFN = tuple(dict.fromkeys(s for _, _, sources in _FIELDS for s in sources if s not in _ATTENTION))
+_FUSED_FFN = {"gate_up_proj": 2}  # gate and up projections in one: the FFN width is half the output
+_READS_HEAD_DIM = re.compile(r'config\.head_dim\b|config, "head_dim"')
+
+
+def update_model(model: nn.Module, heads: str) -> None:
+    """Update attention attributes and, for a transformers model, its config fields.
+
+    Warns where the layers differ (the config keeps the first layer's values) or where the attention
+    scale followed the pruned head size (no config field holds it): reload with
+    :func:`~.hf.load_pretrained` there.
+    """
+    attention = update_attention(model, heads)
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "to_dict"):
+        return
+    aliases = getattr(config, "attribute_map", {})
+    present = set(config.to_dict()) | set(aliases)
+    if any(_reads_head_dim(type(model.get_submodule(name))) for name in attention):
+        present.add("head_dim")
+    values = _values(model, attention)
+    written: set[str] = set()
+    differ = []
+    for field, scope, sources in _FIELDS:
+        found = [v for name, source, v in values if source in sources and _in_scope(name, scope)]
+        if not found or field not in present or aliases.get(field, field) in written:
+            continue
+        setattr(config, field, found[0])
+        written.add(aliases.get(field, field))
+        if len(set(found)) > 1:
+            differ.append(f"{field} ({sorted(set(found))})")
+    _warn(differ, any(a.stale_scale for a in attention.values()))
+    if attention:
+        config.prunekit_attention = [[a.heads, a.kv_heads, a.head_dim, a.scale] for a in attention.values()]
+
+
+def _values(model: nn.Module, attention: dict[str, Attention]) -> list[tuple[str, str, Any]]:
+    """``(module name, what, value)``: attention hidden sizes, head counts and sizes, FFN widths."""
+    found = []
+    for name, module in model.named_modules():
+        if (widths := _projections(module)) is not None:
+            found.append((name, "hidden", widths[2]))
+        if (a := attention.get(name)) is not None:
+            found += [(name, "heads", a.heads), (name, "kv_heads", a.kv_heads)]
+            found.append((name, "head_dim", a.head_dim))
+        source = next((s for s in _FFN if name == s or name.endswith(f".{s}")), None)
+        if source is not None and (width := _out(module)) is not None:
+            found.append((name, source, width // _FUSED_FFN.get(source, 1)))
+    return found
+
+
+def _in_scope(name: str, scope: str) -> bool:
+    return not scope or scope in name.split(".")
+
+
+@functools.cache
+def _reads_head_dim(cls: type) -> bool:
+    """Whether ``cls`` (or a base outside torch) reads ``config.head_dim``, e.g. LLaMA and Qwen2's
+    ``getattr(config, "head_dim", hidden_size // num_attention_heads)``."""
+    for base in cls.__mro__:
+        if base is object or base.__module__.startswith("torch."):
+            continue
+        try:
+            if _READS_HEAD_DIM.search(inspect.getsource(base)):
+                return True
+        except (OSError, TypeError):  # no source (a class built at run time)
+            continue
+    return False
+
+
+def _warn(differ: list[str], stale_scale: bool) -> None:
+    if differ:
+        warnings.warn(
+            f"layers of the pruned model differ in {', '.join(differ)}; the config keeps the first layer's "
+            "values, so reload with prunekit.graph.hf.load_pretrained, not from_pretrained",
+            stacklevel=4,
+        )
+    elif stale_scale:
+        warnings.warn(
+            "the attention scaling of the pruned model is not 1/sqrt(head_dim) (head_dim was pruned, the "
+            "scaling kept); the config cannot say so, so reload with prunekit.graph.hf.load_pretrained, "
+            "not from_pretrained",
+            stacklevel=4,
+        )

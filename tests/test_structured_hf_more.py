@@ -1,0 +1,253 @@
+"""Structured pruning of more transformers families: DistilBERT, T5, BLOOM and Qwen2 attention, and the
+FFN width under each family's config field (OPT, GPT-NeoX, GPT-J, BART, Phi-3, gated T5, DistilBERT)."""
+
+from __future__ import annotations
+
+import copy
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from prunekit.graph import DependencyGraph, Group
+from prunekit.graph.hf import attention_modules, load_pretrained
+from prunekit.plan import PruningPlan, apply_plan, build_plan
+
+tf = pytest.importorskip("transformers")
+os.environ["HF_HUB_OFFLINE"] = "1"
+TOKENS = {"bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0}
+SMALL = {"vocab_size": 50, "max_position_embeddings": 16, **TOKENS}
+DECODER = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, **SMALL}
+
+
+def _t5(cls: type | None = None, **extra: object) -> nn.Module:
+    sizes = {"d_model": 32, "d_kv": 8, "d_ff": 64, "num_layers": 2, "num_heads": 4}
+    config = tf.T5Config(**sizes, relative_attention_num_buckets=8, vocab_size=50, decoder_start_token_id=0,
+                         **TOKENS, **extra)  # fmt: skip
+    return (cls or tf.T5EncoderModel)(config)
+
+
+def _eager(model: nn.Module) -> nn.Module:
+    model.set_attn_implementation("eager")  # T5 adds its position bias to the scores, not as an SDPA mask
+    return model
+
+
+MODELS: dict[str, Callable[[], nn.Module]] = {
+    "distilbert": lambda: tf.DistilBertModel(
+        tf.DistilBertConfig(dim=32, n_layers=2, n_heads=4, hidden_dim=64, **SMALL)
+    ),
+    "t5": _t5,
+    "t5_eager": lambda: _eager(_t5()),
+    "t5_gated": lambda: _t5(feed_forward_proj="gated-gelu"),
+    "t5_encoder_decoder": lambda: _t5(tf.T5Model),
+    "bloom": lambda: tf.BloomModel(tf.BloomConfig(hidden_size=32, n_layer=2, n_head=4, **SMALL)),
+    "qwen2": lambda: tf.Qwen2Model(tf.Qwen2Config(intermediate_size=64, num_key_value_heads=2, **DECODER)),
+    "opt": lambda: tf.OPTModel(tf.OPTConfig(ffn_dim=64, word_embed_proj_dim=32, **DECODER)),
+    "gpt_neox": lambda: tf.GPTNeoXModel(tf.GPTNeoXConfig(intermediate_size=64, **DECODER)),
+    "gptj": lambda: tf.GPTJModel(tf.GPTJConfig(n_embd=32, n_layer=2, n_head=4, rotary_dim=4, n_inner=64,
+                                               vocab_size=50, n_positions=16, **TOKENS)),
+    "bart": lambda: tf.BartModel(tf.BartConfig(
+        d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=4,
+        encoder_ffn_dim=64, decoder_ffn_dim=64, **SMALL)),
+    "phi3": lambda: tf.Phi3Model(tf.Phi3Config(intermediate_size=64, num_key_value_heads=2, **DECODER)),
+}  # fmt: skip
+
+
+ENCODERS = ("distilbert", "t5", "t5_eager", "t5_gated")
+
+
+def _model(name: str) -> nn.Module:
+    """The tiny model ``name`` with unit-scale weights (init std 0.02 hides a wrong scale or bias)."""
+    torch.manual_seed(0)
+    model = MODELS[name]().eval()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.copy_(torch.randn(p.shape, generator=generator) * p.shape[-1] ** -0.5)
+    return model
+
+
+def _inputs(name: str) -> dict[str, torch.Tensor | bool]:
+    ids = torch.randint(1, 50, (2, 7), generator=torch.Generator().manual_seed(0))
+    inputs: dict[str, torch.Tensor | bool] = {"input_ids": ids}
+    if name == "t5_encoder_decoder":
+        inputs["decoder_input_ids"] = ids[:, :5]
+    if name not in ENCODERS:
+        inputs["use_cache"] = False
+    return inputs
+
+
+def _output(model: nn.Module, inputs: dict) -> torch.Tensor:
+    with torch.no_grad():
+        return model(**inputs).last_hidden_state
+
+
+def _prune(name: str, heads: str) -> tuple[nn.Module, dict]:
+    model, inputs = _model(name), _inputs(name)
+    plan = build_plan(model, DependencyGraph.build(model, inputs, heads=heads), 0.5)
+    return apply_plan(model, plan), inputs
+
+
+def _is_norm(model: nn.Module, group: Group) -> bool:  # LayerNorm / RMSNorm statistics change
+    return any("Norm" in type(model.get_submodule(m)).__name__ for m in group.modules())
+
+
+def _zero_producers(model: nn.Module, group: Group, channels: list[int]) -> None:
+    tensors = dict(model.named_parameters())
+    with torch.no_grad():
+        for m, member in enumerate(group.members):
+            if member.role == "out":
+                index = torch.as_tensor(group.indices(m, channels))
+                tensors[member.tensor].index_fill_(member.dim, index, 0.0)
+
+
+@pytest.mark.parametrize("heads", ["heads", "head_dim"])
+@pytest.mark.parametrize("name", ["distilbert", "t5", "t5_eager", "t5_encoder_decoder", "bloom", "qwen2"])
+def test_pruning_zeroed_channels_is_exact(name: str, heads: str) -> None:
+    model, inputs = _model(name), _inputs(name)
+    graph = DependencyGraph.build(model, inputs, heads=heads)
+    groups = [g for g in graph.groups if not _is_norm(model, g)]
+    generator = torch.Generator().manual_seed(0)
+    removals = {g.index: torch.randperm(g.size, generator=generator)[: g.size // 2].tolist() for g in groups}
+    zeroed = copy.deepcopy(model)
+    for group in groups:
+        _zero_producers(zeroed, group, removals[group.index])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # layers pruned unequally: which reload works is tested below
+        pruned = apply_plan(zeroed, PruningPlan(graph, removals))
+    expected, actual = _output(zeroed, inputs), _output(pruned, inputs)
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
+    assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
+
+
+QWEN2_FIELDS = {"num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 8, "intermediate_size": 32}
+
+
+@pytest.mark.parametrize(
+    "name, heads, fields",
+    [
+        ("t5", "heads", {"num_heads": 2, "d_kv": 8, "d_ff": 32, "d_model": 32}),
+        ("t5", "head_dim", {"num_heads": 4, "d_kv": 4, "d_ff": 32}),
+        ("t5_encoder_decoder", "head_dim", {"num_heads": 4, "d_kv": 4, "d_ff": 32}),
+        ("qwen2", "heads", QWEN2_FIELDS),  # head_dim is not hidden_size // num_attention_heads any more
+    ],
+)
+def test_config_describes_pruned_attention_for_from_pretrained(
+    tmp_path: Path, name: str, heads: str, fields: dict
+) -> None:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*load_pretrained")
+        pruned, inputs = _prune(name, heads)
+    assert {k: getattr(pruned.config, k) for k in fields} == fields
+    pruned.save_pretrained(tmp_path)
+    loaded = type(pruned).from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(_output(loaded, inputs), _output(pruned, inputs))
+
+
+def test_t5_heads_take_the_shared_relative_position_bias_along() -> None:
+    model, inputs = _model("t5"), _inputs("t5")
+    graph = DependencyGraph.build(model, inputs)
+    bias = "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
+    group = next(g for g in graph.groups if bias in {m.tensor for m in g.members})
+    assert group.size == 4 and {m.module.split(".")[2] for m in group.members} == {"0", "1"}  # both blocks
+    pruned = apply_plan(model, PruningPlan(graph, {group.index: [0, 3]}))
+    attention = pruned.encoder.block[1].layer[0].SelfAttention
+    assert (attention.n_heads, attention.key_value_proj_dim, attention.inner_dim) == (2, 8, 16)
+    assert pruned.encoder.block[0].layer[0].SelfAttention.relative_attention_bias.weight.shape == (8, 2)
+
+
+@pytest.mark.parametrize(
+    "name, heads, attention, fields",
+    [
+        ("distilbert", "heads", {"n_heads": 2, "attention_head_size": 8}, {"n_heads": 2, "hidden_dim": 32}),
+        ("distilbert", "head_dim", {"n_heads": 4, "attention_head_size": 4}, {"n_heads": 4, "dim": 32}),
+        ("bloom", "head_dim", {"num_heads": 4, "head_dim": 4, "split_size": 16}, {"n_head": 4}),
+    ],
+)
+def test_config_that_cannot_say_the_head_size_reloads_with_load_pretrained(
+    tmp_path: Path, name: str, heads: str, attention: dict, fields: dict
+) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pruned, inputs = _prune(name, heads)
+    assert any("scaling of the pruned model is not 1/sqrt" in str(w.message) for w in caught) == (
+        heads == "head_dim"
+    )
+    assert {k: getattr(pruned.config, k) for k in fields} == fields
+    pruned.save_pretrained(tmp_path)
+    loaded = load_pretrained(type(pruned), tmp_path)
+    module = loaded.get_submodule(attention_modules(loaded)[0])
+    assert {k: getattr(module, k) for k in attention} == attention
+    torch.testing.assert_close(_output(loaded, inputs), _output(pruned, inputs))
+
+
+def test_bloom_keeps_whole_heads_as_its_alibi_slopes_depend_on_their_count(tmp_path: Path) -> None:
+    model, inputs = _model("bloom"), _inputs("bloom")
+    graph = DependencyGraph.build(model, inputs, heads="heads")
+    assert not any("self_attention" in name for g in graph.groups for name in g.modules())
+    pruned = apply_plan(model, build_plan(model, graph, 0.5))
+    assert pruned.h[0].self_attention.num_heads == 4 and pruned.h[0].mlp.dense_h_to_4h.out_features == 64
+    pruned.save_pretrained(tmp_path)  # BLOOM's MLP is 4 · hidden_size wide: no config field says 64
+    loaded = load_pretrained(tf.BloomModel, tmp_path)
+    torch.testing.assert_close(_output(loaded, inputs), _output(pruned, inputs))
+
+
+def _ffn_plan(model: nn.Module, graph: DependencyGraph, decoder_share: float) -> PruningPlan:
+    """Remove half of every group outside the attention modules (FFN neurons), ``decoder_share`` of
+    those under ``decoder.`` in an encoder-decoder model."""
+    attention = tuple(f"{name}." for name in attention_modules(model))
+    removals = {}
+    for group in graph.groups:
+        modules = group.modules()
+        if not any(m.startswith(attention) for m in modules):
+            share = decoder_share if modules[0].startswith("decoder.") else 0.5
+            removals[group.index] = list(range(int(group.size * share)))
+    return PruningPlan(graph, removals)
+
+
+@pytest.mark.parametrize(
+    "name, heads, fields",
+    [
+        ("opt", "heads", {"ffn_dim": 32}),
+        ("gpt_neox", "heads", {"intermediate_size": 32}),
+        ("gptj", "head_dim", {"n_inner": 32}),  # heads: GPT-J's rotary torch.stack has no channel rule
+        ("phi3", "heads", {"intermediate_size": 32}),  # gate_up_proj: gate and up, 2 × 32
+        ("t5_gated", "heads", {"d_ff": 32}),  # wi_0, wi_1
+        ("distilbert", "heads", {"hidden_dim": 32}),
+        ("bart", "heads", {"encoder_ffn_dim": 32, "decoder_ffn_dim": 48}),
+    ],
+)
+def test_ffn_width_config_field_reloads_with_from_pretrained(
+    tmp_path: Path, name: str, heads: str, fields: dict
+) -> None:
+    model, inputs = _model(name), _inputs(name)
+    graph = DependencyGraph.build(model, inputs, heads=heads)
+    plan = _ffn_plan(model, graph, decoder_share=0.25 if name == "bart" else 0.5)
+    assert plan.removals
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*load_pretrained")
+        pruned = apply_plan(model, plan)
+    assert {k: getattr(pruned.config, k) for k in fields} == fields
+    pruned.save_pretrained(tmp_path)
+    loaded = type(pruned).from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(_output(loaded, inputs), _output(pruned, inputs))
+
+
+def test_bart_encoder_and_decoder_heads_go_to_their_own_fields(tmp_path: Path) -> None:
+    model, inputs = _model("bart"), _inputs("bart")
+    graph = DependencyGraph.build(model, inputs)
+    heads = [g for g in graph.groups if g.size == 4]
+    removals = {g.index: [0, 1] if g.modules()[0].startswith("encoder.") else [2] for g in heads}
+    pruned = apply_plan(model, PruningPlan(graph, removals))
+    assert (pruned.config.encoder_attention_heads, pruned.config.decoder_attention_heads) == (2, 3)
+    pruned.save_pretrained(tmp_path)  # BART derives the head size from d_model: load_pretrained
+    loaded = load_pretrained(tf.BartModel, tmp_path)
+    decoder = loaded.decoder.layers[0]
+    assert loaded.encoder.layers[0].self_attn.num_heads == 2
+    assert decoder.self_attn.num_heads == decoder.encoder_attn.num_heads == 3
+    torch.testing.assert_close(_output(loaded, inputs), _output(pruned, inputs))
