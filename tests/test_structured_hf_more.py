@@ -251,3 +251,14 @@ def test_bart_encoder_and_decoder_heads_go_to_their_own_fields(tmp_path: Path) -
     assert loaded.encoder.layers[0].self_attn.num_heads == 2
     assert decoder.self_attn.num_heads == decoder.encoder_attn.num_heads == 3
     torch.testing.assert_close(_output(loaded, inputs), _output(pruned, inputs))
+
+
+@pytest.mark.parametrize("name", ["gptj", "bloom", "distilbert"])
+def test_apply_plan_says_when_only_load_pretrained_can_rebuild(tmp_path: Path, name: str) -> None:
+    """Whole heads go from every layer alike (GPT-J: head size is n_embd // n_head, and its 0-dim tensor
+    scale_attn = sqrt(head size)); BLOOM's FFN width is 4 · hidden_size: the config cannot say either."""
+    with pytest.warns(UserWarning, match="reload with prunekit.graph.hf.load_pretrained"):
+        pruned, inputs = _prune(name, "heads")
+    pruned.save_pretrained(tmp_path)
+    loaded = load_pretrained(type(pruned), tmp_path)
+    torch.testing.assert_close(_output(loaded, inputs), _output(pruned, inputs))

@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
@@ -31,7 +32,8 @@ CONV1D = "transformers.pytorch_utils.Conv1D"
 _HEAD_DIM = ("head_dim", "attention_head_size", "key_value_proj_dim")
 _NUM_HEADS = ("num_heads", "num_attention_heads", "n_heads")
 _WIDTH = ("all_head_size", "split_size", "inner_dim")
-_SCALE = ("scaling", "scale", "inv_norm_factor")  # the float that multiplies q·kᵀ, where a module stores one
+# the number q·kᵀ is multiplied (or, GPT-J's 0-dim tensor scale_attn, divided) by, where a module stores one
+_SCALE = ("scaling", "scale", "inv_norm_factor", "scale_attn")
 _HEAD_FIELDS = ("num_attention_heads", "encoder_attention_heads", "decoder_attention_heads")  # config
 _QK = (("q_proj", "k_proj"), ("query", "key"), ("q_lin", "k_lin"), ("q", "k"))
 _FUSED_QKV = ("c_attn", "query_key_value")  # q, k and v in equal thirds …
@@ -114,10 +116,27 @@ def update_attention(model: nn.Module, heads: str) -> dict[str, Attention]:
         for attr in _WIDTH:
             if isinstance(getattr(module, attr, None), int):
                 setattr(module, attr, q)
-        scale = next((v for n in _SCALE if isinstance(v := getattr(module, n, None), float)), None)
-        stale = scale is not None and d != old_d and math.isclose(scale, old_d**-0.5, rel_tol=1e-6)
+        scale = next((v for n in _SCALE if (v := _scalar(getattr(module, n, None))) is not None), None)
+        derived = scale is not None and any(math.isclose(scale, old_d**p, rel_tol=1e-6) for p in (-0.5, 0.5))
+        stale = derived and d != old_d
         found[name] = Attention(q // d, k // d, d, scale, stale)
     return found
+
+
+def _scalar(value: object) -> float | None:
+    """A float, or the value of a one-element tensor (GPT-J's ``scale_attn``); ``None`` otherwise."""
+    if isinstance(value, float):
+        return value
+    return value.item() if isinstance(value, torch.Tensor) and value.numel() == 1 else None
+
+
+def _like(built: object, value: float) -> object:
+    """``value`` as the type of the attribute it replaces (a float, or a tensor of its dtype)."""
+    return (
+        torch.tensor(value, dtype=built.dtype, device=built.device)
+        if isinstance(built, torch.Tensor)
+        else value
+    )
 
 
 def attention_modules(model: nn.Module) -> list[str]:
@@ -148,8 +167,8 @@ def load_pretrained(model_class: type, directory: str | os.PathLike[str]) -> nn.
     attention = [model.get_submodule(name) for name in attention_modules(model)]
     for module, (h, kv, d, *scale) in zip(attention, getattr(config, "prunekit_attention", []), strict=False):
         for name in _SCALE:  # the model was built for another head size
-            if scale and scale[0] is not None and isinstance(getattr(module, name, None), float):
-                setattr(module, name, scale[0])
+            if scale and scale[0] is not None and (built := getattr(module, name, None)) is not None:
+                setattr(module, name, _like(built, scale[0]))
         values = {"num_key_value_groups": h // kv, **dict.fromkeys(_WIDTH, h * d)}
         values |= dict.fromkeys(_HEAD_DIM, d) | dict.fromkeys(_NUM_HEADS, h)
         for name, value in values.items():

@@ -12,12 +12,14 @@ are removed, ``hidden_size // num_attention_heads`` is no longer the head size).
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import re
 import warnings
 from typing import Any
 
+import torch
 from torch import nn
 
 from .hf import Attention, _out, _projections, update_attention
@@ -50,9 +52,9 @@ _READS_HEAD_DIM = re.compile(r'config\.head_dim\b|config, "head_dim"')
 def update_model(model: nn.Module, heads: str) -> None:
     """Update attention attributes and, for a transformers model, its config fields.
 
-    Warns where the layers differ (the config keeps the first layer's values) or where the attention
-    scale followed the pruned head size (no config field holds it): reload with
-    :func:`~.hf.load_pretrained` there.
+    Warns where the layers differ (the config keeps the first layer's values), where the attention
+    scale was kept for a pruned head size, or where a model built from the config gets other shapes
+    (no config field holds these): reload with :func:`~.hf.load_pretrained` there.
     """
     attention = update_attention(model, heads)
     config = getattr(model, "config", None)
@@ -73,7 +75,7 @@ def update_model(model: nn.Module, heads: str) -> None:
         written.add(aliases.get(field, field))
         if len(set(found)) > 1:
             differ.append(f"{field} ({sorted(set(found))})")
-    _warn(differ, any(a.stale_scale for a in attention.values()))
+    _warn(differ, any(a.stale_scale for a in attention.values()), _config_misses_shapes(model))
     if attention:
         config.prunekit_attention = [[a.heads, a.kv_heads, a.head_dim, a.scale] for a in attention.values()]
 
@@ -112,7 +114,20 @@ def _reads_head_dim(cls: type) -> bool:
     return False
 
 
-def _warn(differ: list[str], stale_scale: bool) -> None:
+def _config_misses_shapes(model: nn.Module) -> bool:
+    """Whether ``type(model)(model.config)`` (what ``from_pretrained`` builds; on the meta device, ~10 ms
+    for ViT-B) has other shapes than ``model``: BERT derives the head size as ``hidden_size //
+    num_attention_heads``, BLOOM its FFN width as ``4 · hidden_size``; no field can say otherwise."""
+    try:
+        with torch.device("meta"):
+            rebuilt = type(model)(copy.deepcopy(model.config))
+    except Exception:
+        return True
+    shapes = {name: tensor.shape for name, tensor in rebuilt.state_dict().items()}
+    return any(name in shapes and shapes[name] != t.shape for name, t in model.state_dict().items())
+
+
+def _warn(differ: list[str], stale_scale: bool, misses_shapes: bool) -> None:
     if differ:
         warnings.warn(
             f"layers of the pruned model differ in {', '.join(differ)}; the config keeps the first layer's "
@@ -124,5 +139,12 @@ def _warn(differ: list[str], stale_scale: bool) -> None:
             "the attention scaling of the pruned model is not 1/sqrt(head_dim) (head_dim was pruned, the "
             "scaling kept); the config cannot say so, so reload with prunekit.graph.hf.load_pretrained, "
             "not from_pretrained",
+            stacklevel=4,
+        )
+    elif misses_shapes:
+        warnings.warn(
+            "a model built from the pruned config has other shapes than the pruned model (the config "
+            "derives a head size or FFN width it cannot state); reload with "
+            "prunekit.graph.hf.load_pretrained, not from_pretrained",
             stacklevel=4,
         )

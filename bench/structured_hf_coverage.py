@@ -1,0 +1,268 @@
+"""Structured pruning across Hugging Face architectures: exact, refused with a reason, or wrong.
+
+For each architecture (a tiny random config built offline, weights of unit scale: the default init
+std 0.02 makes attention near uniform and hides a wrong scale) and each head mode (``heads``: whole
+heads go; ``head_dim``: dims of every head go): build the graph, choose half the channels of every
+group without a norm layer, zero what produces them, prune exactly those with ``apply_plan`` (its
+pruned-model check on), and compare outputs with the zeroed model's (relative error of the first
+output). Then ``save_pretrained`` and reload with ``from_pretrained``, or with
+``prunekit.graph.hf.load_pretrained`` where ``apply_plan`` warned that the config cannot describe
+the pruned model, and compare again. A refusal is a success when its reason is stated; "WRONG" is
+the only failure.
+
+    python bench/structured_hf_coverage.py            # all architectures (~3 min)
+    python bench/structured_hf_coverage.py --quick    # ≤ 60 s: eight of them
+    python bench/structured_hf_coverage.py --json     # last stdout line: one JSON summary
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+import transformers as tf
+
+from prunekit.graph import DependencyGraph
+from prunekit.graph.hf import load_pretrained
+from prunekit.plan import PruningPlan, apply_plan
+
+_G = torch.Generator().manual_seed(0)
+_IDS = {"input_ids": torch.randint(0, 50, (2, 7), generator=_G)}
+_PADDED = {**_IDS, "attention_mask": torch.tensor([[1] * 7, [1] * 5 + [0] * 2])}
+_PIXELS = {"pixel_values": torch.randn(1, 3, 32, 32, generator=_G)}
+_TEXT = {"vocab_size": 50, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+         "intermediate_size": 64}  # fmt: skip
+_VISION = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
+           "image_size": 32, "patch_size": 8}  # fmt: skip
+
+Case = tuple[Callable[[], nn.Module], dict]
+CASES: dict[str, Case] = {
+    "bert (sdpa, padded)": (lambda: tf.BertModel(tf.BertConfig(**_TEXT)), _PADDED),
+    "bert (eager)": (lambda: tf.BertModel(tf.BertConfig(**_TEXT, attn_implementation="eager")), _IDS),
+    "roberta (eager)": (
+        lambda: tf.RobertaModel(tf.RobertaConfig(**_TEXT, attn_implementation="eager")),
+        _IDS,
+    ),
+    "xlm-roberta": (lambda: tf.XLMRobertaModel(tf.XLMRobertaConfig(**_TEXT)), _PADDED),
+    "albert": (lambda: tf.AlbertModel(tf.AlbertConfig(**_TEXT, embedding_size=16)), _IDS),
+    "electra": (lambda: tf.ElectraModel(tf.ElectraConfig(**_TEXT, embedding_size=16)), _IDS),
+    "distilbert": (
+        lambda: tf.DistilBertModel(
+            tf.DistilBertConfig(vocab_size=50, dim=32, n_layers=2, n_heads=4, hidden_dim=64)
+        ),
+        _IDS,
+    ),
+    "deberta-v2": (lambda: tf.DebertaV2Model(tf.DebertaV2Config(**_TEXT)), _IDS),
+    "mpnet": (lambda: tf.MPNetModel(tf.MPNetConfig(**_TEXT)), _IDS),
+    "gpt2 (eager)": (
+        lambda: tf.GPT2Model(
+            tf.GPT2Config(vocab_size=50, n_embd=32, n_layer=2, n_head=4, attn_implementation="eager")
+        ),
+        _IDS,
+    ),
+    "gpt-j": (
+        lambda: tf.GPTJModel(tf.GPTJConfig(vocab_size=50, n_embd=32, n_layer=2, n_head=4, rotary_dim=4)),
+        _IDS,
+    ),
+    "gpt-neox": (lambda: tf.GPTNeoXModel(tf.GPTNeoXConfig(**_TEXT)), _IDS),
+    "bloom": (
+        lambda: tf.BloomModel(tf.BloomConfig(vocab_size=50, hidden_size=32, n_layer=2, n_head=4)),
+        _IDS,
+    ),
+    "opt": (
+        lambda: tf.OPTModel(
+            tf.OPTConfig(**{**_TEXT, "intermediate_size": 0}, ffn_dim=64, word_embed_proj_dim=32)
+        ),
+        _IDS,
+    ),
+    "llama (gqa, eager)": (
+        lambda: tf.LlamaModel(tf.LlamaConfig(**_TEXT, num_key_value_heads=2, attn_implementation="eager")),
+        _IDS,
+    ),
+    "llama (gqa, padded)": (lambda: tf.LlamaModel(tf.LlamaConfig(**_TEXT, num_key_value_heads=2)), _PADDED),
+    "mistral": (lambda: tf.MistralModel(tf.MistralConfig(**_TEXT, num_key_value_heads=2)), _IDS),
+    "qwen2": (lambda: tf.Qwen2Model(tf.Qwen2Config(**_TEXT, num_key_value_heads=2)), _IDS),
+    "gemma2": (lambda: tf.Gemma2Model(tf.Gemma2Config(**_TEXT, num_key_value_heads=2, head_dim=8)), _IDS),
+    "phi": (lambda: tf.PhiModel(tf.PhiConfig(**_TEXT)), _IDS),
+    "falcon": (
+        lambda: tf.FalconModel(
+            tf.FalconConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4)
+        ),
+        _IDS,
+    ),
+    "t5 encoder": (
+        lambda: tf.T5EncoderModel(
+            tf.T5Config(vocab_size=50, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
+        ),
+        _IDS,
+    ),
+    "bart": (
+        lambda: tf.BartModel(
+            tf.BartConfig(
+                vocab_size=50,
+                d_model=32,
+                encoder_layers=1,
+                decoder_layers=1,
+                encoder_attention_heads=4,
+                decoder_attention_heads=4,
+                encoder_ffn_dim=64,
+                decoder_ffn_dim=64,
+                max_position_embeddings=16,
+            )
+        ),
+        _IDS,
+    ),
+    "clip text": (
+        lambda: tf.CLIPTextModel(tf.CLIPTextConfig(**_TEXT, bos_token_id=0, eos_token_id=1, pad_token_id=2)),
+        _IDS,
+    ),
+    "vit (eager)": (lambda: tf.ViTModel(tf.ViTConfig(**_VISION, attn_implementation="eager")), _PIXELS),
+    "dinov2": (lambda: tf.Dinov2Model(tf.Dinov2Config(**_VISION)), _PIXELS),
+    "siglip vision": (lambda: tf.SiglipVisionModel(tf.SiglipVisionConfig(**_VISION)), _PIXELS),
+    "mobilevit": (
+        lambda: tf.MobileViTModel(
+            tf.MobileViTConfig(
+                image_size=32,
+                hidden_sizes=[16, 24, 32],
+                neck_hidden_sizes=[8, 8, 16, 16, 24, 32, 64],
+                num_attention_heads=4,
+            )
+        ),
+        _PIXELS,
+    ),
+    "swin": (
+        lambda: tf.SwinModel(
+            tf.SwinConfig(
+                image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 4], window_size=4
+            )
+        ),
+        _PIXELS,
+    ),
+}
+QUICK = ("bert (eager)", "distilbert", "gpt2 (eager)", "llama (gqa, padded)", "t5 encoder", "bloom")
+QUICK += ("clip text", "dinov2")
+
+
+def _unit_weights(model: nn.Module) -> nn.Module:
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.copy_(torch.randn(p.shape, generator=generator) * p.shape[-1] ** -0.5)
+    return model.eval()
+
+
+def _first(output: object) -> torch.Tensor:
+    hidden = getattr(output, "last_hidden_state", None)
+    return hidden if isinstance(hidden, torch.Tensor) else output[0]  # type: ignore[index]
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float("inf") if a.shape != b.shape else ((a - b).norm() / a.norm()).item()
+
+
+def check(name: str, heads: str) -> dict:
+    """One architecture in one head mode: ``status`` ok / refused / WRONG and the measurements."""
+    factory, inputs = CASES[name]
+    torch.manual_seed(0)
+    model = _unit_weights(factory())
+    try:
+        with warnings.catch_warnings():  # parameters the forward does not read (a mask token) stay whole
+            warnings.simplefilter("ignore")
+            graph = DependencyGraph.build(model, inputs, heads=heads)
+    except ValueError as error:
+        return {"status": "refused", "at": "graph", "reason": f"{type(error).__name__}: {error}"[:200]}
+    modules = dict(model.named_modules())
+    groups = [g for g in graph.groups if g.size > 1 and not any("Norm" in type(modules[m.module]).__name__
+                                                                 for m in g.members)]  # fmt: skip
+    generator = torch.Generator().manual_seed(0)
+    removals = {g.index: torch.randperm(g.size, generator=generator)[: g.size // 2].tolist() for g in groups}
+    zeroed = copy.deepcopy(model)
+    tensors = dict(zeroed.named_parameters())
+    with torch.no_grad():
+        for group in groups:
+            for m, member in enumerate(group.members):
+                if member.role == "out":
+                    index = torch.as_tensor(group.indices(m, removals[group.index]))
+                    tensors[member.tensor].index_fill_(member.dim, index, 0.0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            pruned = apply_plan(zeroed, PruningPlan(graph, removals))
+        except ValueError as error:
+            return {"status": "refused", "at": "prune", "reason": f"{type(error).__name__}: {error}"[:200]}
+    with torch.no_grad():
+        expected, got = _first(zeroed(**inputs)), _first(pruned(**inputs))
+    result = {
+        "groups": len(groups),
+        "params_kept": sum(p.numel() for p in pruned.parameters())
+        / sum(p.numel() for p in model.parameters()),
+        "rel_error": _rel(expected, got),
+    }
+    use_ours = any("load_pretrained" in str(w.message) for w in caught)
+    with tempfile.TemporaryDirectory() as directory:
+        pruned.save_pretrained(directory)
+        loaded = (
+            load_pretrained(type(pruned), directory) if use_ours else type(pruned).from_pretrained(directory)
+        )
+    with torch.no_grad():
+        result["reload_rel_error"] = _rel(got, _first(loaded.eval()(**inputs)))
+    result["reload"] = "load_pretrained" if use_ours else "from_pretrained"
+    exact = result["rel_error"] < 1e-5 and result["reload_rel_error"] < 1e-5
+    return {"status": "ok" if exact else "WRONG", **result}
+
+
+def _table(results: dict[str, dict[str, dict]]) -> str:
+    lines = ["| architecture | mode | status | groups | params kept | rel. error | reload (rel. error) |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, modes in results.items():
+        for heads, r in modes.items():
+            if r["status"] == "refused":
+                lines.append(f"| {name} | {heads} | refused at {r['at']}: {r['reason'][:110]}… | | | | |")
+                continue
+            lines.append(
+                f"| {name} | {heads} | {r['status']} | {r['groups']} | {r['params_kept']:.2f} | "
+                f"{r['rel_error']:.1e} | {r['reload']} ({r['reload_rel_error']:.1e}) |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="eight architectures (≤ 60 s)")
+    parser.add_argument("--json", action="store_true", help="print one JSON summary as the last line")
+    opts = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    tf.utils.logging.set_verbosity_error()
+    tf.utils.logging.disable_progress_bar()
+    start, results = time.perf_counter(), {}
+    for name in QUICK if opts.quick else CASES:
+        results[name] = {heads: check(name, heads) for heads in ("heads", "head_dim")}
+    print(_table(results))
+    statuses = [r["status"] for modes in results.values() for r in modes.values()]
+    summary = {
+        "transformers": tf.__version__,
+        "ok": statuses.count("ok"),
+        "refused": statuses.count("refused"),
+        "wrong": statuses.count("WRONG"),
+        "wall_s": time.perf_counter() - start,
+        "results": results,
+    }
+    if opts.json:
+        print(json.dumps(summary))
+    return 1 if summary["wrong"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
