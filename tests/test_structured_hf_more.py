@@ -262,3 +262,23 @@ def test_apply_plan_says_when_only_load_pretrained_can_rebuild(tmp_path: Path, n
     pruned.save_pretrained(tmp_path)
     loaded = load_pretrained(type(pruned), tmp_path)
     torch.testing.assert_close(_output(loaded, inputs), _output(pruned, inputs))
+
+
+def test_swin_with_per_stage_head_counts_prunes_exactly_and_reloads(tmp_path: Path) -> None:
+    config = tf.SwinConfig(
+        image_size=32, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 4], window_size=4
+    )
+    torch.manual_seed(0)
+    model, x = tf.SwinModel(config).eval(), {"pixel_values": torch.randn(1, 3, 32, 32)}
+    graph = DependencyGraph.build(model, x)
+    groups = [g for g in graph.groups if not _is_norm(model, g)]
+    removals = {g.index: list(range(g.size // 2)) for g in groups}
+    zeroed = copy.deepcopy(model)
+    for group in groups:
+        _zero_producers(zeroed, group, removals[group.index])
+    with pytest.warns(UserWarning, match="load_pretrained"):
+        pruned = apply_plan(zeroed, PruningPlan(graph, removals))
+    torch.testing.assert_close(_output(pruned, x), _output(zeroed, x), rtol=1e-5, atol=1e-5)
+    assert pruned.config.num_heads == [2, 4]  # a per-stage list stays a list; the weights say the rest
+    pruned.save_pretrained(tmp_path)
+    torch.testing.assert_close(_output(load_pretrained(tf.SwinModel, tmp_path), x), _output(pruned, x))

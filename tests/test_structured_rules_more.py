@@ -169,3 +169,21 @@ def test_the_new_stacked_dim_holds_no_channels() -> None:
     pruned, zeroed, _ = prune_zeroed(model, graph, list(graph.groups), torch.Generator().manual_seed(0))
     assert pruned.mix.in_features == 2 and pruned.a.out_features < 8
     assert_exact(pruned, zeroed, x)
+
+
+def test_adaptive_avg_pool1d_over_a_transposed_sequence_keeps_its_channels_prunable() -> None:
+    # Swin's pooler: the pooled (B, C, 1) output is restrided in place (as_strided_, sizes and
+    # multi-element strides unchanged), which carries the channels through
+    model = Through(
+        nn.Linear(6, 8), lambda y: nn.AdaptiveAvgPool1d(1)(y.transpose(1, 2)).flatten(1), nn.Linear(8, 3)
+    )
+    x = torch.randn(2, 5, 6)
+    graph = DependencyGraph.build(model.eval(), x)
+    assert _sizes_of_a(model, x) == [8]
+    pruned, zeroed, _ = prune_zeroed(model, graph, list(graph.groups), torch.Generator().manual_seed(0))
+    assert_exact(pruned, zeroed, x)
+
+
+def test_as_strided_that_reorders_elements_keeps_the_channels_whole() -> None:
+    model = Through(nn.Linear(6, 8), lambda y: y.as_strided((2, 8), (1, 2)), nn.Linear(8, 3))  # a transpose
+    assert _sizes_of_a(model.eval(), torch.randn(8, 6)) == []

@@ -71,6 +71,8 @@ def update_model(model: nn.Module, heads: str) -> None:
         found = [v for name, source, v in values if source in sources and _in_scope(name, scope)]
         if not found or field not in present or aliases.get(field, field) in written:
             continue
+        if isinstance(getattr(config, field, None), (list, tuple)):  # per stage (Swin's num_heads)
+            continue  # a layer-to-stage map is the model's own; load_pretrained rebuilds from the weights
         setattr(config, field, found[0])
         written.add(aliases.get(field, field))
         if len(set(found)) > 1:

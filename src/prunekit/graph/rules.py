@@ -51,6 +51,7 @@ def _register() -> None:
     register_op_rule(ALONG_DIM, shape.along_dim)
     register_op_rule(RECURRENT, shape.pinned)
     register_op_rule("cat", shape.cat)
+    register_op_rule("as_strided", shape.as_strided)
     register_op_rule("stack", shape.stack)
     register_op_rule(("split", "split_with_sizes", "unsafe_split"), shape.split)
     register_op_rule("slice", shape.slice_)

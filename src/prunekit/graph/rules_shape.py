@@ -107,6 +107,22 @@ def pinned(ctx: Context, op: Op) -> list[Labels]:
     return [ctx.zeros(ctx.shape(o)) for o in out_refs(op)]
 
 
+def as_strided(ctx: Context, op: Op) -> list[Labels]:
+    """``as_strided`` that only restrides (same sizes; same strides and offset wherever a dim has more
+    than one element, as ``AdaptiveAvgPool1d`` leaves it) passes its labels; any other view of the
+    storage may reorder elements, so its dims are pinned."""
+    x = op.args[0]
+    size, stride = tuple(op.args[1]), tuple(op.args[2])
+    offset = arg(op, "storage_offset", None)
+    strides, start = ctx.trace.layouts.get(x.node, ((), -1))
+    same = size == ctx.shape(x) and all(
+        n == 1 or a == b for n, a, b in zip(size, stride, strides, strict=False)
+    )
+    if same and len(strides) == len(size) and offset in (None, start):
+        return [list(ctx.of(x))]
+    return pinned(ctx, op)
+
+
 def cat(ctx: Context, op: Op) -> list[Labels]:
     """Concatenation: labels of the cat dim are concatenated, the other dims are joined."""
     shape = ctx.shape(out_refs(op)[0])

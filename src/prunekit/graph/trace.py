@@ -57,7 +57,8 @@ class Trace:
     """The ops of one forward, the shape of every tensor node and where the leaves came from.
 
     ``sources`` maps node → ``("param" | "buffer" | "input" | "constant", name)``; ``scalars`` holds
-    the value of every one-element constant (e.g. ``torch.tensor(q.size(-1))`` in an attention scale).
+    the value of every one-element constant (e.g. ``torch.tensor(q.size(-1))`` in an attention scale);
+    ``layouts`` the ``(strides, storage offset)`` of every tensor an ``as_strided`` restrides.
     """
 
     ops: list[Op] = field(default_factory=list)
@@ -65,6 +66,7 @@ class Trace:
     sources: dict[int, tuple[str, str]] = field(default_factory=dict)
     outputs: list[int] = field(default_factory=list)
     scalars: dict[int, float] = field(default_factory=dict)
+    layouts: dict[int, tuple[tuple[int, ...], int]] = field(default_factory=dict)
 
 
 class _Recorder(TorchDispatchMode):
@@ -107,6 +109,9 @@ class _Recorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         kwargs = kwargs or {}
+        if func.overloadpacket in _RESTRIDES:  # its rule needs the layout before (as_strided_ changes it)
+            x = args[0]
+            self.trace.layouts[self.ref(x).node] = (x.stride(), x.storage_offset())
         out = func(*args, **kwargs)
         in_args = tuple(_refs(a, self.ref) for a in args)
         in_kwargs = {k: _refs(v, self.ref) for k, v in kwargs.items()}
@@ -114,6 +119,9 @@ class _Recorder(TorchDispatchMode):
         module = self.stack[-1] if self.stack else ""
         self.trace.ops.append(Op(func, in_args, in_kwargs, outs, module))
         return out
+
+
+_RESTRIDES = (torch.ops.aten.as_strided, torch.ops.aten.as_strided_)
 
 
 def _flat(value: Any) -> list[Any]:
