@@ -3,13 +3,16 @@ channels they carry prune exactly, the dims they pick positions along or create 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from prunekit.graph import DependencyGraph
+from prunekit.plan import PruningPlan, apply_plan
 from test_structured_exact import assert_exact, prune_zeroed
 
 Op = Callable[[torch.Tensor], torch.Tensor]
@@ -187,3 +190,80 @@ def test_adaptive_avg_pool1d_over_a_transposed_sequence_keeps_its_channels_pruna
 def test_as_strided_that_reorders_elements_keeps_the_channels_whole() -> None:
     model = Through(nn.Linear(6, 8), lambda y: y.as_strided((2, 8), (1, 2)), nn.Linear(8, 3))  # a transpose
     assert _sizes_of_a(model.eval(), torch.randn(8, 6)) == []
+
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        lambda y: F.normalize(y, dim=-1),  # divides by the norm expanded to y's shape
+        lambda y: y * y.sum(-1, keepdim=True).sigmoid().expand_as(y),  # sum: zeroed channels add nothing
+        lambda y: F.glu(torch.cat([y, y], -1), -1),
+        lambda y: torch.log1p(y.abs()).round(),
+    ],
+    ids=["normalize", "expand_as_gate", "glu", "log1p_round"],
+)
+def test_broadcasting_expands_glu_and_more_elementwise_ops_carry_channels(op: Op) -> None:
+    model, x = Through(nn.Linear(6, 8), op, nn.Linear(8, 3)).eval(), torch.randn(2, 5, 6)
+    graph = DependencyGraph.build(model, x)
+    assert _sizes_of_a(model, x) == [8]
+    pruned, zeroed, _ = prune_zeroed(model, graph, list(graph.groups), torch.Generator().manual_seed(0))
+    assert_exact(pruned, zeroed, x)
+
+
+def test_torch_rmsnorm_follows_its_channels() -> None:
+    model = nn.Sequential(nn.Linear(6, 8), nn.RMSNorm(8), nn.Linear(8, 3)).eval()
+    graph = DependencyGraph.build(model, torch.randn(2, 6))
+    pruned = apply_plan(model, PruningPlan(graph, {graph.groups[0].index: [0, 1, 2]}))
+    assert pruned[1].normalized_shape == (5,) and pruned(torch.randn(2, 6)).shape == (2, 3)
+
+
+class HeadsAttention(nn.Module):
+    """4 heads of 8 written with einsum (``einsum=True``) or as multi-query SDPA (one k/v head)."""
+
+    def __init__(self, einsum: bool) -> None:
+        super().__init__()
+        self.einsum, self.head_dim = einsum, 8
+        self.q, self.o = nn.Linear(32, 32), nn.Linear(32, 32)
+        self.k, self.v = (nn.Linear(32, 32 if einsum else 8) for _ in range(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        q, k, v = (p(x).view(b, n, -1, self.head_dim) for p in (self.q, self.k, self.v))
+        if self.einsum:
+            weights = (torch.einsum("bihd,bjhd->bhij", q, k) * 8**-0.5).softmax(-1)
+            out = torch.einsum("bhij,bjhd->bihd", weights, v)
+        else:
+            q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+            k, v = k.expand_as(q), v.expand_as(q)
+            out = F.scaled_dot_product_attention(q, k, v, scale=8**-0.5).transpose(1, 2)
+        return self.o(out.reshape(b, n, -1))
+
+
+@pytest.mark.parametrize("einsum", [True, False], ids=["einsum", "multi_query"])
+def test_whole_heads_of_einsum_and_multi_query_attention_go(einsum: bool) -> None:
+    torch.manual_seed(0)
+    model, x = HeadsAttention(einsum).eval(), torch.randn(2, 7, 32)
+    graph = DependencyGraph.build(model, x, heads="heads")
+    (group,) = [g for g in graph.groups if "q" in g.modules()]
+    assert group.size == 4  # heads, not head dims
+    heads = [0, 2]
+    reference = copy.deepcopy(model)  # the shared k/v head still feeds a zeroed q head: silence o instead
+    with torch.no_grad():
+        for h in heads:
+            reference.o.weight[:, 8 * h : 8 * h + 8] = 0
+    pruned = apply_plan(reference, PruningPlan(graph, {group.index: heads}))
+    assert pruned.q.out_features == 16 and pruned.k.out_features == (16 if einsum else 8)
+    assert_exact(pruned, reference, x)
+
+
+def test_broadcast_copies_reaching_an_op_without_a_rule_are_kept_not_refused() -> None:
+    # RoBERTa: a token-type buffer expanded to the batch, then gathered (gather has no channel rule)
+    def positions(y: torch.Tensor) -> torch.Tensor:
+        table = torch.arange(5.0).expand(2, 5).gather(1, torch.zeros(2, 5, dtype=torch.long))
+        return y + table.unsqueeze(-1)
+
+    model, x = Through(nn.Linear(6, 8), positions, nn.Linear(8, 3)).eval(), torch.randn(2, 5, 6)
+    graph = DependencyGraph.build(model, x)
+    assert _sizes_of_a(model, x) == [8]
+    pruned, zeroed, _ = prune_zeroed(model, graph, list(graph.groups), torch.Generator().manual_seed(0))
+    assert_exact(pruned, zeroed, x)

@@ -5,7 +5,8 @@ coupling of attention written out as ``softmax(q·kᵀ)·v`` (eager attention).
 ``q (B, Hq, L, E)``, ``k (B, Hkv, S, E)``, ``v (B, Hkv, S, Ev)`` → ``out (B, Hq, L, Ev)``. Its rule:
 ``q`` and ``k`` share the contracted dim ``E``; ``k`` and ``v`` share their heads and sequence;
 with grouped-query attention (``Hq = g · Hkv``) kv head ``j`` serves q heads ``j·g … j·g + g - 1``,
-so those channels are joined: removing a kv head removes its q heads, and groups stay equal.
+so those channels are joined: removing a kv head removes its q heads, and groups stay equal. With one
+kv head (multi-query) every q head may go on its own; k/v expanded from one head follow the q heads.
 
 Which dim carries the channels where a projection is reshaped into heads (``(B, L, H·D)`` →
 ``(B, L, H, D)``) is a choice, made by :func:`head_hints` before propagation: ``"heads"`` keeps the
@@ -63,7 +64,8 @@ def sdpa(ctx: Context, op: Op) -> list[Labels]:
             raise ValueError(
                 f"aten.{op.name}: {len(ql[-3])} query heads cannot share {len(kv_heads)} key/value heads"
             )
-        ctx.uf.union(ql[-3].reshape(len(kv_heads), -1), kv_heads[:, None])
+        if len(kv_heads) > 1:  # one kv head (multi-query): every q head may go on its own
+            ctx.uf.union(ql[-3].reshape(len(kv_heads), -1), kv_heads[:, None])
     out = [*ql[:-1], vl[-1]]
     rest = [ctx.zeros(ctx.shape(o)) for o in out_refs(op)[1:]]  # logsumexp … (no channels)
     return [out, *rest]
@@ -87,9 +89,9 @@ def head_hints(trace: Trace, mode: str) -> dict[int, int]:
         starts += [a for a in operands if isinstance(a, Ref)]
     hints: dict[int, int] = {}
     for ref in starts:
-        node = _unbatched(trace, producer, ref.node)
-        if node is not None:
-            _walk(trace, producer, node, len(trace.shapes[node]) - 3, mode, hints)
+        found = _heads_of(trace, producer, ref.node)
+        if found is not None:
+            _walk(trace, producer, *found, mode, hints)
     return hints
 
 
@@ -97,14 +99,26 @@ def _producers(trace: Trace) -> dict[int, Op]:
     return {o.node: op for op in trace.ops for o in op.outputs if isinstance(o, Ref)}
 
 
-def _unbatched(trace: Trace, producer: dict[int, Op], node: int) -> int | None:
-    """``node`` itself if it has heads (rank ≥ 3 with no batch·heads merge, e.g. ``(B, H, L, D)``),
-    else the tensor of rank ≥ 4 that a matmul's ``view(B·H, L, D)`` (or expand) came from."""
-    while len(trace.shapes[node]) == 3 and (op := producer.get(node)) is not None:
-        if op.name not in (*_VIEWS, "expand", "clone", "contiguous") or not isinstance(op.args[0], Ref):
+def _heads_of(trace: Trace, producer: dict[int, Op], node: int) -> tuple[int, int] | None:
+    """``(node, head dim)``: dim ``-3`` of an attention operand ``(…, H, L, D)``; for a matmul's
+    ``(B·H, L, D)`` operand, the last dim of the view it merged batch and heads from (einsum's views
+    carry extra size-1 dims: ``(B, H, L, D, 1)`` → ``(B·H, L, D)``), else its dim 0 (fairseq folds
+    heads into the batch with a transpose: the walk follows it)."""
+    shape, start = trace.shapes[node], node
+    if len(shape) != 3:
+        return (node, len(shape) - 3) if len(shape) > 3 else None
+    while (op := producer.get(node)) is not None and isinstance(op.args[0], Ref):
+        if op.name not in (*_VIEWS, "expand", "clone", "contiguous"):
             break
+        source = trace.shapes[op.args[0].node]
         node = op.args[0].node
-    return node if len(trace.shapes[node]) >= 3 else None
+        if len(source) > 3:
+            merged = [d for d in range(len(source)) if math.prod(source[: d + 1]) <= shape[0]]
+            head = max((d for d in merged if source[d] > 1), default=0)
+            if math.prod(source[: len(merged)]) == shape[0] and head > 0:
+                return node, head
+            break
+    return start, 0
 
 
 def _eager_attention(trace: Trace, producer: dict[int, Op]) -> list[tuple[Op, Op | None, Op]]:
@@ -126,10 +140,11 @@ def _eager_attention(trace: Trace, producer: dict[int, Op]) -> list[tuple[Op, Op
 
 
 _SOFTMAX = ("_softmax", "_safe_softmax", "softmax")
-_SCORE_OPS = (*_VIEWS, "expand", "clone", "contiguous", "_to_copy", "mul", "div", "add", "sub", "masked_fill",
-              "where", "tanh")  # fmt: skip
+_SCORE_OPS = (*_VIEWS, "expand", "clone", "contiguous", "_to_copy", "mul", "div", "add", "sub", "masked_fill")
+_SCORE_OPS += ("where", "tanh", "permute", "transpose")  # einsum permutes its bmm's output
 _MATMULS = ("bmm", "mm", "baddbmm")  # BLOOM adds its ALiBi bias in baddbmm(alibi, q, kᵀ)
 _WEIGHT_OPS = (*_VIEWS, "expand", "clone", "contiguous", "_to_copy", "dropout", "native_dropout", "mul")
+_WEIGHT_OPS += ("permute", "transpose")
 
 
 def _back_to(producer: dict[int, Op], node: int, through: tuple[str, ...], targets: dict | None = None):  # type: ignore[no-untyped-def]
@@ -167,6 +182,14 @@ def _walk(trace: Trace, producer: dict[int, Op], node: int, head: int, mode: str
         shape = trace.shapes[node]
         if op.name in ("transpose", "permute", "t"):
             stack.append((op.args[0].node, _permuted_from(op, head, len(shape))))
+        elif op.name in (
+            "split",
+            "split_with_sizes",
+            "unsafe_split",
+        ):  # GPT-NeoX: (B, L, H, 3·D).chunk(3, -1)
+            dim = int(op.args[2] if len(op.args) > 2 else op.kwargs.get("dim", 0)) % len(shape)
+            if dim != head:
+                stack.append((op.args[0].node, head))
         elif op.name in ("select", "unbind"):  # a fused qkv split: qkv[0] or qkv.unbind(0)
             removed = int(op.args[1] if len(op.args) > 1 else op.kwargs.get("dim", 0)) % (len(shape) + 1)
             stack.append((op.args[0].node, head if head < removed else head + 1))

@@ -29,7 +29,7 @@ from torch import nn
 from .modules import HANDLERS, ModuleHandler
 
 CONV1D = "transformers.pytorch_utils.Conv1D"
-_HEAD_DIM = ("head_dim", "attention_head_size", "key_value_proj_dim")
+_HEAD_DIM = ("head_dim", "attention_head_size", "key_value_proj_dim", "head_size")
 _NUM_HEADS = ("num_heads", "num_attention_heads", "n_heads")
 _WIDTH = ("all_head_size", "split_size", "inner_dim")
 # the number q·kᵀ is multiplied (or, GPT-J's 0-dim tensor scale_attn, divided) by, where a module stores one
@@ -157,7 +157,16 @@ def load_pretrained(model_class: type, directory: str | os.PathLike[str]) -> nn.
     if not files:
         raise FileNotFoundError(f"no *.safetensors in {str(directory)!r}; save with save_pretrained")
     config = model_class.config_class.from_pretrained(directory)
+    original = getattr(config, "prunekit_original", {})
+    pruned = {name: getattr(config, name) for name in original}
+    for name, value in original.items():  # build what was pruned: sizes derived from the config
+        if value is None and name in vars(config):  # (GPT-NeoX's rotary dims from hidden_size //
+            delattr(config, name)  # heads) stay right; a field pruning added (head_dim) goes again
+        else:
+            setattr(config, name, value)
     model = _instantiate(model_class, config)
+    for name, value in pruned.items():
+        setattr(model.config, name, value)
     state, shapes, names = {}, {}, _checkpoint_names(model)
     for file in files:
         with safe_open(file, "pt") as f:

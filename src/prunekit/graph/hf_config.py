@@ -67,12 +67,14 @@ def update_model(model: nn.Module, heads: str) -> None:
     values = _values(model, attention)
     written: set[str] = set()
     differ = []
+    original = dict(getattr(config, "prunekit_original", {}))  # kept across repeated pruning
     for field, scope, sources in _FIELDS:
         found = [v for name, source, v in values if source in sources and _in_scope(name, scope)]
         if not found or field not in present or aliases.get(field, field) in written:
             continue
         if isinstance(getattr(config, field, None), (list, tuple)):  # per stage (Swin's num_heads)
             continue  # a layer-to-stage map is the model's own; load_pretrained rebuilds from the weights
+        original.setdefault(field, getattr(config, field, None))
         setattr(config, field, found[0])
         written.add(aliases.get(field, field))
         if len(set(found)) > 1:
@@ -80,6 +82,8 @@ def update_model(model: nn.Module, heads: str) -> None:
     _warn(differ, any(a.stale_scale for a in attention.values()), _config_misses_shapes(model))
     if attention:
         config.prunekit_attention = [[a.heads, a.kv_heads, a.head_dim, a.scale] for a in attention.values()]
+    if original:  # load_pretrained builds the unpruned architecture (its derived sizes: rotary tables …)
+        config.prunekit_original = original
 
 
 def _values(model: nn.Module, attention: dict[str, Attention]) -> list[tuple[str, str, Any]]:

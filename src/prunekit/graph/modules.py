@@ -132,6 +132,7 @@ def _register_defaults() -> None:
     ):
         register_handler(cls, ModuleHandler(_norm_dims, _batch_norm_update))
     register_handler(nn.LayerNorm, ModuleHandler(_layer_norm_dims, _layer_norm_update))
+    register_handler(nn.RMSNorm, ModuleHandler(_layer_norm_dims, _layer_norm_update))
     register_handler(nn.GroupNorm, ModuleHandler(_norm_dims, _group_norm_update))
     register_handler(nn.PReLU, ModuleHandler(lambda m: {"weight": {0: "out"}}, _prelu_update))
     register_handler(nn.Embedding, ModuleHandler(lambda m: {"weight": {1: "out"}}, _embedding_update))

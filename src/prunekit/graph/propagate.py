@@ -36,6 +36,7 @@ class Context:
     ) -> None:
         self.trace, self.uf, self.labels = trace, uf, labels
         self.hints = hints or {}  # view output node → dim that keeps labels in a split (head splits)
+        self.broadcast: set[tuple[int, int]] = set()  # (node, dim) an expand broadcast: holds no channels
 
     def shape(self, ref: Ref) -> tuple[int, ...]:
         return self.trace.shapes[ref.node]
@@ -131,8 +132,11 @@ def propagate(
             continue
         rule = _rule_for(op.name)
         if rule is None:
-            if any(ctx.live(ctx.of(t)) for t in tensor_args(op)):
+            dims = [(t.node, d, vec) for t in tensor_args(op) for d, vec in enumerate(ctx.of(t))]
+            if ctx.live([vec for node, d, vec in dims if (node, d) not in ctx.broadcast]):
                 raise _unsupported(op, modules)
+            for *_, vec in dims:  # an expand's broadcast copies (RoBERTa's token types → gather)
+                ctx.uf.pin(vec)  # hold no channels of their own: kept, as a size-1 dim would be
             result = [ctx.zeros(ctx.shape(o)) for o in outs]
         else:
             result = rule(ctx, op)

@@ -15,7 +15,10 @@ ELEMENTWISE = (
     "cos", "reciprocal", "square", "masked_fill", "clone", "alias", "detach", "_to_copy", "lift_fresh",
     "zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like", "native_dropout",
     "copy", "zero", "fill", "lerp", "addcmul", "addcdiv", "threshold", "glu_backward", "logical_not",
-    "eq", "ne", "lt", "le", "gt", "ge", "sign",
+    "eq", "ne", "lt", "le", "gt", "ge", "sign", "round", "floor", "ceil", "trunc", "frac", "log1p", "expm1",
+    "log2", "log10", "exp2", "atan", "tan", "asin", "acos", "sinh", "cosh", "asinh", "atanh", "nan_to_num",
+    "celu", "selu", "log_sigmoid_forward", "hardshrink", "softshrink", "rrelu_with_noise", "logit", "sgn",
+    "xlogy", "fmod", "remainder", "floor_divide", "isnan", "isinf", "logical_and", "logical_or",
 )  # fmt: skip
 REDUCTIONS = (
     "mean", "sum", "amax", "amin", "max", "min", "var", "std", "prod", "logsumexp", "linalg_vector_norm",
@@ -51,6 +54,7 @@ def _register() -> None:
     register_op_rule(ALONG_DIM, shape.along_dim)
     register_op_rule(RECURRENT, shape.pinned)
     register_op_rule("cat", shape.cat)
+    register_op_rule("glu", shape.glu)
     register_op_rule("as_strided", shape.as_strided)
     register_op_rule("stack", shape.stack)
     register_op_rule(("split", "split_with_sizes", "unsafe_split"), shape.split)

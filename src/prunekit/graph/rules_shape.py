@@ -20,18 +20,23 @@ def _dims(dim: object, rank: int) -> list[int]:
 
 
 def elementwise(ctx: Context, op: Op) -> list[Labels]:
-    """Broadcasting ops: join labels of aligned dims; pin a size-1 dim that is broadcast."""
+    """Broadcasting ops: join labels of aligned dims; pin a size-1 dim that is broadcast. An output
+    dim stays marked as broadcast by an ``expand`` (see :func:`expand`) if every input's dim is."""
     outs = out_refs(op)
     shape = ctx.shape(outs[0])
     per_dim: list[list[np.ndarray]] = [[] for _ in shape]
+    spread = [True] * len(shape)
     for ref in tensor_args(op):
         in_shape, offset = ctx.shape(ref), len(shape) - len(ctx.shape(ref))
         for k, vec in enumerate(ctx.of(ref)):
             if offset >= 0 and in_shape[k] == shape[k + offset]:
                 per_dim[k + offset].append(vec)
+                spread[k + offset] &= (ref.node, k) in ctx.broadcast
             else:
                 ctx.uf.pin(vec)
     labels = [ctx.join(v) if v else np.zeros(n, dtype=np.int64) for v, n in zip(per_dim, shape, strict=True)]
+    for o in outs:
+        ctx.broadcast.update((o.node, d) for d, v in enumerate(per_dim) if v and spread[d])
     return [labels if ctx.shape(o) == shape else ctx.zeros(ctx.shape(o)) for o in outs]
 
 
@@ -105,6 +110,17 @@ def pinned(ctx: Context, op: Op) -> list[Labels]:
         for vec in ctx.of(ref):
             ctx.uf.pin(vec)
     return [ctx.zeros(ctx.shape(o)) for o in out_refs(op)]
+
+
+def glu(ctx: Context, op: Op) -> list[Labels]:
+    """``F.glu(x, dim)`` = first half · sigmoid(second half): channel ``i`` of each half is one
+    channel, joined; the output carries the first half's labels."""
+    labels = list(ctx.of(op.args[0]))
+    dim = int(arg(op, "dim", -1)) % len(labels)
+    halves = labels[dim].reshape(2, -1)
+    ctx.uf.union(halves[1], halves[0])
+    labels[dim] = halves[0]
+    return [labels]
 
 
 def as_strided(ctx: Context, op: Op) -> list[Labels]:
@@ -302,16 +318,21 @@ def permute(ctx: Context, op: Op) -> list[Labels]:
 
 
 def expand(ctx: Context, op: Op) -> list[Labels]:
-    x = tensor_args(op)[0]
+    """Dims that keep their size keep their labels. A broadcast dim (from size 1, or new) gets fresh
+    labels, marked broadcast: joined with the channels it meets (``g.expand_as(x)`` follows ``x``, so
+    the plan predicts its size) without pinning them, and never kept over a real dim in a merge."""
+    x, node = tensor_args(op)[0], out_refs(op)[0].node
     labels, shape = ctx.of(x), ctx.shape(out_refs(op)[0])
     offset = len(shape) - len(labels)
-    out = [np.zeros(n, dtype=np.int64) for n in shape[:offset]]
+    out = [ctx.uf.fresh(n) for n in shape[:offset]]
+    ctx.broadcast.update((node, d) for d in range(offset))
     for k, vec in enumerate(labels):
         if len(vec) == shape[k + offset]:
             out.append(vec)
         else:
             ctx.uf.pin(vec)
-            out.append(np.zeros(shape[k + offset], dtype=np.int64))
+            out.append(ctx.uf.fresh(shape[k + offset]))
+            ctx.broadcast.add((node, k + offset))
     return [out]
 
 

@@ -30,7 +30,7 @@ def view(ctx: Context, op: Op) -> list[Labels]:
             ctx.uf.pin(labels[d])
     hint = ctx.hints.get(out_refs(op)[0].node)
     for ins, outs in _factor_groups(in_shape, out_shape):
-        flat = _merge(ctx, [labels[d] for d in ins])
+        flat = _merge(ctx, [labels[d] for d in ins], [(x.node, d) in ctx.broadcast for d in ins])
         keep = outs.index(hint) if hint in outs else None
         for d, vec in zip(outs, _unmerge(ctx, flat, [out_shape[d] for d in outs], keep), strict=True):
             out[d] = vec
@@ -57,10 +57,14 @@ def _factor_groups(in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> lis
     return groups
 
 
-def _merge(ctx: Context, vectors: list[np.ndarray]) -> np.ndarray:
-    """Flat labels of a group of dims: the largest removable dim keeps its labels, others are pinned."""
+def _merge(ctx: Context, vectors: list[np.ndarray], broadcast: list[bool]) -> np.ndarray:
+    """Flat labels of a group of dims: the largest removable dim keeps its labels, others are pinned;
+    a dim an ``expand`` broadcast (``repeat_kv``'s copies of each kv head) counts only if no other is
+    removable."""
     sizes = [len(v) for v in vectors]
     live = [k for k, v in enumerate(vectors) if ctx.uf.find(v).any()]
+    if any(not broadcast[k] for k in live):
+        live = [k for k in live if not broadcast[k]]
     if not live:
         return np.zeros(int(np.prod(sizes)), dtype=np.int64)
     keep = max(live, key=lambda k: (sizes[k], k))
