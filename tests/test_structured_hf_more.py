@@ -253,10 +253,12 @@ def test_bart_encoder_and_decoder_heads_go_to_their_own_fields(tmp_path: Path) -
     torch.testing.assert_close(_output(loaded, inputs), _output(pruned, inputs))
 
 
-@pytest.mark.parametrize("name", ["gptj", "bloom", "distilbert"])
+@pytest.mark.parametrize("name", ["gptj", "bloom", "distilbert", "gpt_neox"])
 def test_apply_plan_says_when_only_load_pretrained_can_rebuild(tmp_path: Path, name: str) -> None:
     """Whole heads go from every layer alike (GPT-J: head size is n_embd // n_head, and its 0-dim tensor
-    scale_attn = sqrt(head size)); BLOOM's FFN width is 4 · hidden_size: the config cannot say either."""
+    scale_attn = sqrt(head size); GPT-NeoX: rotary dims from hidden_size // heads, so load_pretrained
+    builds the unpruned config's model first); BLOOM's FFN width is 4 · hidden_size: the config cannot
+    say either."""
     with pytest.warns(UserWarning, match="reload with prunekit.graph.hf.load_pretrained"):
         pruned, inputs = _prune(name, "heads")
     pruned.save_pretrained(tmp_path)
