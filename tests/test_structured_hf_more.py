@@ -16,6 +16,7 @@ from torch import nn
 from prunekit.graph import DependencyGraph, Group
 from prunekit.graph.hf import attention_modules, load_pretrained
 from prunekit.plan import PruningPlan, apply_plan, build_plan
+from test_structured_hf import _unit_weights, _zero_producers
 
 tf = pytest.importorskip("transformers")
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -63,13 +64,7 @@ ENCODERS = ("distilbert", "t5", "t5_eager", "t5_gated")
 def _model(name: str) -> nn.Module:
     """The tiny model ``name`` with unit-scale weights (init std 0.02 hides a wrong scale or bias)."""
     torch.manual_seed(0)
-    model = MODELS[name]().eval()
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.copy_(torch.randn(p.shape, generator=generator) * p.shape[-1] ** -0.5)
-    return model
+    return _unit_weights(MODELS[name]().eval())
 
 
 def _inputs(name: str) -> dict[str, torch.Tensor | bool]:
@@ -95,15 +90,6 @@ def _prune(name: str, heads: str) -> tuple[nn.Module, dict]:
 
 def _is_norm(model: nn.Module, group: Group) -> bool:  # LayerNorm / RMSNorm statistics change
     return any("Norm" in type(model.get_submodule(m)).__name__ for m in group.modules())
-
-
-def _zero_producers(model: nn.Module, group: Group, channels: list[int]) -> None:
-    tensors = dict(model.named_parameters())
-    with torch.no_grad():
-        for m, member in enumerate(group.members):
-            if member.role == "out":
-                index = torch.as_tensor(group.indices(m, channels))
-                tensors[member.tensor].index_fill_(member.dim, index, 0.0)
 
 
 @pytest.mark.parametrize("heads", ["heads", "head_dim"])
