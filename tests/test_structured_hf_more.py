@@ -270,3 +270,20 @@ def test_swin_with_per_stage_head_counts_prunes_exactly_and_reloads(tmp_path: Pa
     assert pruned.config.num_heads == [2, 4]  # a per-stage list stays a list; the weights say the rest
     pruned.save_pretrained(tmp_path)
     torch.testing.assert_close(_output(load_pretrained(tf.SwinModel, tmp_path), x), _output(pruned, x))
+
+
+def test_mixture_of_experts_ffn_width_prunes_exactly_across_experts() -> None:
+    config = tf.MixtralConfig(intermediate_size=32, num_key_value_heads=2, num_local_experts=2, **DECODER)
+    torch.manual_seed(0)
+    model, inputs = (
+        _unit_weights(tf.MixtralModel(config).eval()),
+        {"input_ids": _inputs("qwen2")["input_ids"]},
+    )
+    graph = DependencyGraph.build(model, inputs, heads="head_dim")  # RoPE: only the experts' width prunes
+    (group,) = [g for g in graph.groups if g.modules() == ["layers.0.mlp.experts"]]
+    assert group.size == 32  # one width for every expert (the weights are one (experts, …) tensor)
+    zeroed = copy.deepcopy(model)
+    _zero_producers(zeroed, group, list(range(0, 32, 2)))
+    pruned = apply_plan(zeroed, PruningPlan(graph, {group.index: list(range(0, 32, 2))}))
+    assert pruned.layers[0].mlp.experts.down_proj.shape[-1] == 16
+    torch.testing.assert_close(_output(pruned, inputs), _output(zeroed, inputs), rtol=1e-5, atol=1e-5)

@@ -187,7 +187,9 @@ def load_pretrained(model_class: type, directory: str | os.PathLike[str]) -> nn.
     if result.unexpected_keys:
         raise ValueError(
             f"{str(directory)!r} holds tensors {result.unexpected_keys[:4]} that {model_class.__name__} "
-            "does not have; pass the class the model was saved from"
+            "does not have; pass the class the model was saved from (or transformers saved them in another "
+            "layout, such as one tensor per expert of a mixture of experts, which load_pretrained cannot map "
+            "back yet)"
         )
     return model.eval()
 

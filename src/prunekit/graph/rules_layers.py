@@ -69,6 +69,28 @@ def mm(ctx: Context, op: Op) -> list[Labels]:
     return [out]
 
 
+def grouped_mm(ctx: Context, op: Op) -> list[Labels]:
+    """``_grouped_mm`` (mixture-of-experts FFNs): tokens ``(T, K)`` grouped by ``offs`` times experts'
+    ``(E, K, N)`` gives ``(T, N)``; or ``(E, M, K)`` times ``(E, K, N)``. ``K`` joins, ``N`` passes,
+    the expert dim is pinned (experts are not removed here); other layouts are kept whole."""
+    a, b = op.args[0], op.args[1]
+    al, bl, out_shape = ctx.of(a), ctx.of(b), ctx.shape(out_refs(op)[0])
+    if len(bl) != 3 or len(al) not in (2, 3) or len(al[-1]) != len(bl[-2]):
+        for ref in (a, b):
+            for vec in ctx.of(ref):
+                ctx.uf.pin(vec)
+        return [ctx.zeros(out_shape)]
+    ctx.uf.union(al[-1], bl[-2])
+    ctx.uf.pin(bl[0])
+    if len(al) == 3:
+        ctx.uf.pin(al[0])
+    out = [*al[:-1], bl[-1]]
+    bias = arg(op, "bias", None)
+    if isinstance(bias, Ref):
+        ctx.uf.union(ctx.of(bias)[-1], bl[-1])
+    return [out]
+
+
 def batch_norm(ctx: Context, op: Op) -> list[Labels]:
     """Every ``*batch_norm*`` variant: weight, bias and running stats join the input's channel dim."""
     xl = ctx.of(op.args[0])
