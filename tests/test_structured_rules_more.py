@@ -267,3 +267,28 @@ def test_broadcast_copies_reaching_an_op_without_a_rule_are_kept_not_refused() -
     assert _sizes_of_a(model, x) == [8]
     pruned, zeroed, _ = prune_zeroed(model, graph, list(graph.groups), torch.Generator().manual_seed(0))
     assert_exact(pruned, zeroed, x)
+
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        lambda y: y + y.flip(1),  # bidirectional: the sequence reversed
+        lambda y: y.sort(1).values,
+        lambda y: y.topk(3, dim=1).values.mean(1, keepdim=True) + y,
+        lambda y: y.unfold(1, 2, 1).mean(-1),  # sliding windows over time
+        lambda y: y.gather(1, torch.tensor([4, 0, 2]).view(1, 3, 1).expand(2, 3, y.shape[-1])),
+    ],
+    ids=["flip", "sort", "topk", "unfold", "gather"],
+)
+def test_ops_moving_values_along_time_keep_channels_prunable(op: Op) -> None:
+    model, x = Through(nn.Linear(6, 8), op, nn.Linear(8, 3)).eval(), torch.randn(2, 5, 6)
+    graph = DependencyGraph.build(model, x)
+    assert _sizes_of_a(model, x) == [8]
+    pruned, zeroed, _ = prune_zeroed(model, graph, list(graph.groups), torch.Generator().manual_seed(0))
+    assert_exact(pruned, zeroed, x)
+
+
+@pytest.mark.parametrize("op", [lambda y: y.flip(-1), lambda y: y.sort(-1).values], ids=["flip", "sort"])
+def test_ops_moving_values_along_channels_keep_them_whole(op: Op) -> None:
+    model = Through(nn.Linear(6, 8), op, nn.Linear(8, 3)).eval()
+    assert _sizes_of_a(model, torch.randn(2, 5, 6)) == []

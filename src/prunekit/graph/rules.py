@@ -55,6 +55,8 @@ def _register() -> None:
     register_op_rule(RECURRENT, shape.pinned)
     register_op_rule("cat", shape.cat)
     register_op_rule("glu", shape.glu)
+    register_op_rule(("flip", "sort", "topk", "unfold"), shape.along_positions)
+    register_op_rule("gather", shape.gather)
     register_op_rule("as_strided", shape.as_strided)
     register_op_rule("stack", shape.stack)
     register_op_rule(("split", "split_with_sizes", "unsafe_split"), shape.split)

@@ -265,6 +265,48 @@ def roll(ctx: Context, op: Op) -> list[Labels]:
     return [labels]
 
 
+_POSITION_DIM = {"flip": "dims", "sort": "dim", "topk": "dim", "unfold": "dimension"}
+
+
+def along_positions(ctx: Context, op: Op) -> list[Labels]:
+    """flip / sort / topk / ``Tensor.unfold``: values move between positions of their dims (a
+    bidirectional flip in time, MoE routing's top-k), which are pinned; the other dims pass to every
+    output (sort's and topk's indices too); a dim unfold adds holds no channels."""
+    labels = ctx.of(op.args[0])
+    moved = _dims(arg(op, _POSITION_DIM[op.name], -1), len(labels))
+    for d in moved:
+        ctx.uf.pin(labels[d])
+    result = []
+    for o in out_refs(op):
+        shape = ctx.shape(o)
+        kept = [d < len(labels) and d not in moved and len(labels[d]) == n for d, n in enumerate(shape)]
+        result.append(
+            [
+                labels[d] if k else np.zeros(n, dtype=np.int64)
+                for d, (n, k) in enumerate(zip(shape, kept, strict=True))
+            ]
+        )
+    return result
+
+
+def gather(ctx: Context, op: Op) -> list[Labels]:
+    """``x.gather(dim, index)``: positions along ``dim`` come from ``index`` (pinned); the output has
+    ``index``'s shape, and a dim of the same size as ``x``'s carries ``x``'s labels, joined with
+    ``index``'s."""
+    labels, index = ctx.of(op.args[0]), ctx.of(arg(op, "index"))
+    dim = int(arg(op, "dim")) % len(labels)
+    ctx.uf.pin(labels[dim])
+    out = []
+    for d, (vec, idx) in enumerate(zip(labels, index, strict=True)):
+        if d != dim and len(vec) == len(idx):
+            out.append(ctx.join([vec, idx]))
+        else:
+            ctx.uf.pin(vec)
+            ctx.uf.pin(idx)
+            out.append(np.zeros(len(idx), dtype=np.int64))
+    return [out]
+
+
 def channel_shuffle(ctx: Context, op: Op) -> list[Labels]:
     """``channel_shuffle(x, g)``: channel ``i`` of every group is joined (the groups keep equal sizes)
     and the output takes the channels of dim 1 in the shuffled order ``(g, C/g) → (C/g, g)``."""
