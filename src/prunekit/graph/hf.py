@@ -1,7 +1,7 @@
 """Hugging Face transformers: GPT-2's ``Conv1D``, attention bookkeeping and reloading pruned models.
 
-Nothing here imports ``transformers``: ``Conv1D`` is registered by its qualified name, attention
-modules are recognised by their projections (``q_proj``/``k_proj``, ``query``/``key``,
+Nothing here imports ``transformers`` at import time: ``Conv1D`` is registered by its qualified name,
+attention modules are recognised by their projections (``q_proj``/``k_proj``, ``query``/``key``,
 ``q_lin``/``k_lin``, ``q``/``k``, a fused ``c_attn`` or ``query_key_value``) and their attributes
 (``head_dim``/``attention_head_size``/``key_value_proj_dim``, ``num_heads``/``num_attention_heads``/
 ``n_heads``, ``all_head_size``/``split_size``/``inner_dim``).
@@ -10,8 +10,9 @@ After pruning, :func:`update_attention` rewrites those attributes and
 :func:`prunekit.graph.hf_config.update_model` the config fields, so that ``save_pretrained`` writes a
 config that describes the pruned model. Where a config cannot say it (BERT/GPT-2/ViT derive the head
 size as ``hidden_size // num_attention_heads``), the per-layer ``(heads, kv heads, head_dim, scaling)``
-are also written as ``config.prunekit_attention`` and :func:`load_pretrained` rebuilds the model from
-them.
+are also written as ``config.prunekit_attention``, the replaced config values as
+``config.prunekit_original``, and :func:`load_pretrained` builds the unpruned architecture from them
+(sizes the model derives from its config stay right), cuts it to the saved shapes and sets the heads.
 """
 
 from __future__ import annotations
