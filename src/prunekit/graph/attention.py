@@ -18,6 +18,7 @@ tables and slice it in halves, which pins ``D``: with RoPE, ``head_dim`` is alwa
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from .propagate import Context, Labels, arg, out_refs
 from .trace import Op, Ref, Trace
@@ -32,6 +33,7 @@ HEAD_MODES = ("heads", "head_dim")
 _VIEWS = ("view", "_unsafe_view", "reshape", "unsqueeze", "squeeze", "flatten")
 _FOLLOW = ("clone", "contiguous", "_to_copy", "alias", "detach", "mul", "add", "sub", "neg", "cat", "slice")
 _FOLLOW += ("expand",)  # repeat_kv
+_SPLITS = ("split", "split_with_sizes", "unsafe_split")
 
 
 def sdpa(ctx: Context, op: Op) -> list[Labels]:
@@ -71,7 +73,21 @@ def sdpa(ctx: Context, op: Op) -> list[Labels]:
     return [out, *rest]
 
 
-def head_hints(trace: Trace, mode: str) -> dict[int, int]:
+@dataclass(frozen=True)
+class AttentionSites:
+    """Where a trace computes attention, found once per graph: the op producing every node, and each
+    eager ``(scores bmm, weighted-sum bmm or None, softmax)``."""
+
+    producer: dict[int, Op]
+    eager: list[tuple[Op, Op | None, Op]]
+
+
+def find_attention(trace: Trace) -> AttentionSites:
+    producer = {o.node: op for op in trace.ops for o in op.outputs if isinstance(o, Ref)}
+    return AttentionSites(producer, _eager_attention(trace, producer))
+
+
+def head_hints(trace: Trace, mode: str, sites: AttentionSites) -> dict[int, int]:
     """``view output node → output dim`` that keeps the labels where a reshape splits heads.
 
     Starts from the ``q``, ``k``, ``v`` of every fused attention and of every eager one (the ``bmm``
@@ -79,12 +95,12 @@ def head_hints(trace: Trace, mode: str) -> dict[int, int]:
     through transposes, ``select``/``unbind`` of a fused qkv tensor, copies, rotary arithmetic,
     ``repeat_kv``'s expand and head-preserving views to the view that creates the head dim.
     """
-    producer = _producers(trace)
+    producer = sites.producer
     starts = []
     for op in trace.ops:
         if op.name in SDPA:
             starts += [ref for name in ("query", "key", "value") if isinstance(ref := arg(op, name), Ref)]
-    for scores, weighted, _ in _eager_attention(trace, producer):
+    for scores, weighted, _ in sites.eager:
         operands = (*_operands(scores), weighted.args[1] if weighted else None)
         starts += [a for a in operands if isinstance(a, Ref)]
     hints: dict[int, int] = {}
@@ -93,10 +109,6 @@ def head_hints(trace: Trace, mode: str) -> dict[int, int]:
         if found is not None:
             _walk(trace, producer, *found, mode, hints)
     return hints
-
-
-def _producers(trace: Trace) -> dict[int, Op]:
-    return {o.node: op for op in trace.ops for o in op.outputs if isinstance(o, Ref)}
 
 
 def _heads_of(trace: Trace, producer: dict[int, Op], node: int) -> tuple[int, int] | None:
@@ -182,12 +194,8 @@ def _walk(trace: Trace, producer: dict[int, Op], node: int, head: int, mode: str
         shape = trace.shapes[node]
         if op.name in ("transpose", "permute", "t"):
             stack.append((op.args[0].node, _permuted_from(op, head, len(shape))))
-        elif op.name in (
-            "split",
-            "split_with_sizes",
-            "unsafe_split",
-        ):  # GPT-NeoX: (B, L, H, 3·D).chunk(3, -1)
-            dim = int(op.args[2] if len(op.args) > 2 else op.kwargs.get("dim", 0)) % len(shape)
+        elif op.name in _SPLITS:  # GPT-NeoX: (B, L, H, 3·D).chunk(3, -1)
+            dim = int(arg(op, "dim", 0)) % len(shape)
             if dim != head:
                 stack.append((op.args[0].node, head))
         elif op.name in ("select", "unbind"):  # a fused qkv split: qkv[0] or qkv.unbind(0)
@@ -251,16 +259,14 @@ def hinted_order(sizes: list[int], hint: int | None) -> list[int]:
     return order
 
 
-def couple_eager_attention(trace: Trace, labels: dict[int, Labels], uf: UnionFind) -> None:
+def couple_eager_attention(sites: AttentionSites, labels: dict[int, Labels], uf: UnionFind) -> None:
     """Channel coupling of attention written as ``softmax(q·kᵀ)·v`` that the per-op rules cannot see.
 
     Joins the head size of ``v`` to that of ``q`` where equal (models size q, k and v heads by one
     ``head_dim`` attribute, as in :func:`sdpa`), and pins the contracted dim of SDPA's unfused math
     path (``_safe_softmax``): its default scale ``1/√E`` arrives as constants invisible in the trace.
     """
-    if not any(op.name in _SOFTMAX for op in trace.ops):
-        return
-    for scores, weighted, softmax in _eager_attention(trace, _producers(trace)):
+    for scores, weighted, softmax in sites.eager:
         q, k = (labels.get(a.node) if isinstance(a, Ref) else None for a in _operands(scores))
         if softmax.name == "_safe_softmax":
             for vectors, dim in ((q, -1), (k, -2)):

@@ -14,7 +14,7 @@ from torch import nn
 
 from .._checks import check_choice
 from . import hf, rules  # noqa: F401  (register the Conv1D handler and the op rules)
-from .attention import HEAD_MODES, couple_eager_attention, head_hints
+from .attention import HEAD_MODES, couple_eager_attention, find_attention, head_hints
 from .modules import Dims, handler_for
 from .propagate import propagate
 from .trace import ExampleInputs, Trace, trace_model
@@ -142,8 +142,9 @@ class DependencyGraph:
                     vectors.append(np.zeros(n, dtype=np.int64))
             labels[node] = vectors
         classes = {k: type(v).__name__ for k, v in modules.items()}
-        propagate(trace, uf, labels, classes, head_hints(trace, heads))
-        couple_eager_attention(trace, labels, uf)
+        attention = find_attention(trace)
+        propagate(trace, uf, labels, classes, head_hints(trace, heads, attention))
+        couple_eager_attention(attention, labels, uf)
         vectors = [v for _, v in members]
         roots = uf.find(np.concatenate(vectors)) if vectors else np.zeros(0, dtype=np.int64)
         groups, channel_roots = _groups([m for m, _ in members], roots, [len(v) for v in vectors])
