@@ -1,7 +1,8 @@
 """Structured pruning: prunekit vs Torch-Pruning 1.6.1, same run, same models, 50% of channels (L1).
 
 Per model: graph + prune time (median of ``--repeats`` runs on fresh copies, each library in a
-subprocess with a timeout, so a hang or crash is recorded, not fatal), parameters and MACs after
+subprocess with a timeout, so a hang or crash is recorded, not fatal; Python's cyclic garbage is
+collected before each run, untimed, else a run pays for its predecessor's), parameters and MACs after
 pruning, and 2-thread CPU latency of the dense model vs prunekit's pruned model at batch 1 and 32
 (in a process of its own: median of alternating runs after a warm-up, and the median of per-round
 speed-ups). Both libraries protect only the model's outputs (the classifier keeps its classes; its
@@ -323,6 +324,7 @@ def worker(name: str, library: str, opts: argparse.Namespace) -> dict:
     "latency"``) dense vs prunekit-pruned latency, in a process of its own so that the heap left by the
     timed prune runs does not change it (glibc reuses freed memory: page faults depend on history)."""
     import copy
+    import gc
 
     torch.set_num_threads(2)
     if library == "latency":
@@ -333,6 +335,7 @@ def worker(name: str, library: str, opts: argparse.Namespace) -> dict:
     times, cpu = [], []
     for _ in range(opts.repeats):
         work = copy.deepcopy(model)
+        gc.collect()  # not timed: the previous run's reference cycles (TP's graph: 2–5 k objects)
         start, start_cpu = time.perf_counter(), time.process_time()
         if library == "prunekit":
             pruned = _ours(work, x, opts.round_to)
