@@ -19,7 +19,8 @@ from .graph.graph import DependencyGraph, Group, one_thread
 from .graph.hf_config import update_model
 from .graph.importance import IMPORTANCES, group_scores
 from .graph.modules import handler_for
-from .graph.verify import verify_pruned
+from .graph.trace import Trace
+from .graph.verify import expected_shapes, verify_pruned
 
 
 @dataclass(frozen=True, eq=False)
@@ -223,10 +224,27 @@ def apply_plan(model: nn.Module, plan: PruningPlan, inplace: bool = False, verif
         handler = handler_for(module)
         if handler is not None:
             handler.update(module)
+    replay = plan.graph.replay
+    if replay is not None:
+        expected = expected_shapes(
+            plan.graph.trace, replay.labels, replay.uf, replay.channel_roots, plan.removals
+        )
+        _resize(target, plan.graph.trace, expected)
     update_model(target, plan.graph.heads)
-    if verify and plan.graph.replay is not None:
-        verify_pruned(target, plan.graph.trace, plan.graph.replay, plan.removals)
+    if verify and replay is not None:
+        verify_pruned(target, plan.graph.trace, replay, expected)
     return target
+
+
+def _resize(model: nn.Module, trace: Trace, expected: list[tuple[int, ...]]) -> None:
+    """Give layers with a ``resize`` handler the input and output shapes the plan predicts for them."""
+    for name, module in model.named_modules():
+        handler = handler_for(module)
+        if handler is None or handler.resize is None:
+            continue
+        source, output = trace.module_inputs.get(name), trace.module_outputs.get(name)
+        if source is not None and output is not None:
+            handler.resize(module, expected[source], expected[output])
 
 
 def _sliced(

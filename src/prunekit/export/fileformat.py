@@ -75,6 +75,10 @@ def save_compressed(
         "tensors": {name: _entry(e, state[name]) for name, e in encoded.items()},
         "user": dict(metadata or {}),
     }
+    if isinstance(model, nn.Module):
+        from ..graph.io import layer_sizes
+
+        manifest["layers"] = layer_sizes(model)  # sizes of a structurally pruned model that no tensor records
     text = json.dumps(manifest, sort_keys=True, allow_nan=False)
     header = {
         "format": FORMAT,
@@ -120,7 +124,7 @@ def load_compressed(model: nn.Module | Callable[[], nn.Module], path: str | os.P
     resize can give (another dim, a layer whose handler cannot resize that dim) raise
     :class:`ArchitectureMismatchError` naming the tensor and both shapes, before ``model`` changes.
     """
-    from ..graph.io import resize_problems, resize_to_shapes
+    from ..graph.io import resize_problems, resize_to_shapes, set_layer_sizes
 
     if not isinstance(model, nn.Module):
         model = model()
@@ -137,6 +141,7 @@ def load_compressed(model: nn.Module | Callable[[], nn.Module], path: str | os.P
             f"was saved from (read_manifest(path) lists every tensor's shape)"
         )
     resize_to_shapes(model, stored)
+    set_layer_sizes(model, manifest.get("layers", {}))
     model.load_state_dict(read_compressed(path))
     return model
 

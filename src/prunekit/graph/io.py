@@ -1,10 +1,13 @@
 """Save a pruned model without pickle and load it back into its original architecture.
 
 ``save_pruned`` writes ``weights.safetensors`` and ``manifest.json`` (the shape of every parameter and
-buffer). ``load_pruned`` builds the original model (a module instance, or a class / factory called
-without arguments), gives every tensor the manifest's shape, updates module attributes through the
-module handlers, then loads the weights. :func:`resize_to_shapes` and :func:`resize_problems` are
-shared with :func:`prunekit.export.load_compressed` and :func:`prunekit.graph.hf.load_pretrained`.
+buffer, and the size attributes no tensor records: an ``InstanceNorm2d(affine=False)``'s
+``num_features``, an ``nn.Unflatten``'s ``unflattened_size``). ``load_pruned`` builds the original
+model (a module instance, or a class / factory called without arguments), gives every tensor the
+manifest's shape, updates module attributes through the module handlers, sets the saved size
+attributes, then loads the weights. :func:`resize_to_shapes` and :func:`resize_problems` are shared
+with :func:`prunekit.export.load_compressed` and :func:`prunekit.graph.hf.load_pretrained`, the size
+attributes (:func:`layer_sizes`) with the first.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,6 +35,7 @@ def save_pruned(model: nn.Module, directory: str | os.PathLike[str]) -> Path:
     shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
     save_weights(model, directory / "weights.safetensors")
     manifest = {"format": FORMAT, "architecture": type(model).__qualname__, "shapes": shapes}
+    manifest["layers"] = layer_sizes(model)
     (directory / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return directory
 
@@ -49,6 +54,7 @@ def load_pruned(model: nn.Module | Callable[[], nn.Module], directory: str | os.
     if not isinstance(model, nn.Module):
         model = model()
     resize_to_shapes(model, {k: tuple(v) for k, v in manifest["shapes"].items()})
+    set_layer_sizes(model, manifest.get("layers", {}))
     return load_weights(model, directory / "weights.safetensors")
 
 
@@ -107,6 +113,33 @@ def resize_to_shapes(model: nn.Module, shapes: Mapping[str, tuple[int, ...]]) ->
         if handler is not None:
             handler.update(module)
     return model
+
+
+def layer_sizes(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """Module name → its size attributes that no tensor records (the handler's ``sizes``), JSON-ready."""
+    out = {}
+    for name, module in model.named_modules():
+        handler = handler_for(module)
+        if handler is not None and handler.sizes:
+            out[name] = {a: _plain(getattr(module, a)) for a in handler.sizes}
+    return out
+
+
+def set_layer_sizes(model: nn.Module, sizes: Mapping[str, Mapping[str, Any]]) -> None:
+    """Set the attributes :func:`layer_sizes` saved (lists back to tuples)."""
+    modules = dict(model.named_modules())
+    for name, attributes in sizes.items():
+        if name not in modules:
+            raise ValueError(
+                f"the saved sizes name module {name!r}, which {type(model).__name__} does not have; load "
+                "into the architecture the model was saved from"
+            )
+        for attribute, value in attributes.items():
+            setattr(modules[name], attribute, tuple(value) if isinstance(value, list) else value)
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, (tuple, list, torch.Size)) else value
 
 
 def _tensors(module: nn.Module) -> list[tuple[str, torch.Tensor]]:

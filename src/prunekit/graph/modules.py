@@ -3,7 +3,9 @@
 A handler is stateless: ``dims(module)`` names the channel dims of its parameters and buffers with a
 role (``"out"``: the module produces that channel; ``"in"``: it consumes it), and
 ``update(module)`` rewrites the module's attributes (``in_channels``, ``groups``,
-``normalized_shape`` …) from its already-sliced tensors. A parameter of a module without a handler
+``normalized_shape`` …) from its already-sliced tensors. A layer whose size attributes no tensor
+records (``InstanceNorm2d(affine=False)``, ``nn.Unflatten``) also gets ``resize(module, input shape,
+output shape)`` with the shapes the plan predicts for its forward. A parameter of a module without a handler
 (a bare ``nn.Parameter`` such as a class token or a layer scale) is sliced as a plain tensor: every
 dim longer than one is a channel dim with role ``"out"``.
 """
@@ -18,14 +20,19 @@ from torch import nn
 from .._registry import Registry
 
 Dims = dict[str, dict[int, str]]
+Shape = tuple[int, ...]
 
 
 @dataclass(frozen=True)
 class ModuleHandler:
-    """``dims(module) -> {local tensor name: {dim: role}}``; ``update(module)`` fixes attributes."""
+    """``dims(module) -> {local tensor name: {dim: role}}``; ``update(module)`` fixes attributes;
+    ``resize(module, input shape, output shape)`` (optional) fixes those no tensor records, the
+    attributes named in ``sizes`` (saved beside the tensor shapes, see :mod:`prunekit.graph.io`)."""
 
     dims: Callable[[nn.Module], Dims]
     update: Callable[[nn.Module], None]
+    resize: Callable[[nn.Module, Shape, Shape], None] | None = None
+    sizes: tuple[str, ...] = ()
 
 
 HANDLERS: Registry[ModuleHandler] = Registry("module handler")
@@ -89,6 +96,12 @@ def _batch_norm_update(m: nn.Module) -> None:
         m.num_features = tensor.shape[0]
 
 
+def _norm_resize(m: nn.Module, shape: Shape, _: Shape) -> None:
+    """``num_features``: the input's channel dim (an InstanceNorm's is dim 0 without a batch dim)."""
+    instance = isinstance(m, nn.modules.instancenorm._InstanceNorm)
+    m.num_features = shape[len(shape) - m._get_no_batch_dim() if instance else 1]
+
+
 def _layer_norm_dims(m: nn.Module) -> Dims:
     dims = {d: "out" for d in range(len(m.normalized_shape))}
     return _present(m, {"weight": dims, "bias": dict(dims)})
@@ -102,6 +115,18 @@ def _layer_norm_update(m: nn.Module) -> None:
 def _group_norm_update(m: nn.Module) -> None:
     if m.weight is not None:
         m.num_channels = m.weight.shape[0]
+
+
+def _group_norm_resize(m: nn.Module, shape: Shape, _: Shape) -> None:
+    m.num_channels = shape[1]
+
+
+def _unflatten_resize(m: nn.Module, shape: Shape, out: Shape) -> None:
+    """``unflattened_size`` from the output shape: the dims that ``m.dim`` of the input became."""
+    if isinstance(m.dim, str):  # named tensors (a prototype): left as built, the check refuses a change
+        return
+    first = m.dim % len(shape)
+    m.unflattened_size = tuple(out[first : first + len(m.unflattened_size)])
 
 
 def _prelu_update(m: nn.Module) -> None:
@@ -130,10 +155,15 @@ def _register_defaults() -> None:
         nn.InstanceNorm2d,
         nn.InstanceNorm3d,
     ):
-        register_handler(cls, ModuleHandler(_norm_dims, _batch_norm_update))
+        register_handler(cls, ModuleHandler(_norm_dims, _batch_norm_update, _norm_resize, ("num_features",)))
     register_handler(nn.LayerNorm, ModuleHandler(_layer_norm_dims, _layer_norm_update))
     register_handler(nn.RMSNorm, ModuleHandler(_layer_norm_dims, _layer_norm_update))
-    register_handler(nn.GroupNorm, ModuleHandler(_norm_dims, _group_norm_update))
+    register_handler(
+        nn.GroupNorm, ModuleHandler(_norm_dims, _group_norm_update, _group_norm_resize, ("num_channels",))
+    )
+    register_handler(
+        nn.Unflatten, ModuleHandler(lambda m: {}, lambda m: None, _unflatten_resize, ("unflattened_size",))
+    )
     register_handler(nn.PReLU, ModuleHandler(lambda m: {"weight": {0: "out"}}, _prelu_update))
     register_handler(nn.Embedding, ModuleHandler(lambda m: {"weight": {1: "out"}}, _embedding_update))
     # Pinned on purpose: nn.MultiheadAttention cannot represent a pruned model. Its q/k/v width is

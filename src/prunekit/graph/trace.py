@@ -58,7 +58,9 @@ class Trace:
 
     ``sources`` maps node → ``("param" | "buffer" | "input" | "constant", name)``; ``scalars`` holds
     the value of every one-element constant (e.g. ``torch.tensor(q.size(-1))`` in an attention scale);
-    ``layouts`` the ``(strides, storage offset)`` of every tensor an ``as_strided`` restrides.
+    ``layouts`` the ``(strides, storage offset)`` of every tensor an ``as_strided`` restrides;
+    ``module_inputs`` / ``module_outputs`` the node of each module's first positional tensor input and
+    of its tensor output (first call; absent when they are not tensors).
     """
 
     ops: list[Op] = field(default_factory=list)
@@ -67,6 +69,8 @@ class Trace:
     outputs: list[int] = field(default_factory=list)
     scalars: dict[int, float] = field(default_factory=dict)
     layouts: dict[int, tuple[tuple[int, ...], int]] = field(default_factory=dict)
+    module_inputs: dict[str, int] = field(default_factory=dict)
+    module_outputs: dict[str, int] = field(default_factory=dict)
 
 
 class _Recorder(TorchDispatchMode):
@@ -150,8 +154,8 @@ def trace_model(model: nn.Module, example_inputs: ExampleInputs) -> Trace:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     args, kwargs = _split_inputs(example_inputs)
-    trace, stack = Trace(), []
-    recorder = _Recorder(trace, stack)
+    trace = Trace()
+    recorder = _Recorder(trace, [])
     for name, param in model.named_parameters():
         recorder.add(param, ("param", name))
     for name, buf in model.named_buffers():
@@ -162,7 +166,7 @@ def trace_model(model: nn.Module, example_inputs: ExampleInputs) -> Trace:
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        with _eval(model), _module_stack(model, stack), torch.no_grad(), recorder:
+        with _eval(model), _module_stack(model, recorder), torch.no_grad(), recorder:
             result = model(*args, **kwargs)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
@@ -228,19 +232,31 @@ def _eval(model: nn.Module) -> Iterator[None]:
 
 
 @contextmanager
-def _module_stack(model: nn.Module, stack: list[str]) -> Iterator[None]:
-    """Keep ``stack`` = names of the modules whose forward is running, innermost last."""
+def _module_stack(model: nn.Module, recorder: _Recorder) -> Iterator[None]:
+    """Keep ``recorder.stack`` = names of the modules whose forward is running, innermost last, and
+    record each module's first tensor input and tensor output (first call) in the trace."""
+    stack, trace = recorder.stack, recorder.trace
 
     def enter(name: str) -> Callable[..., None]:
-        return lambda *_: stack.append(name)
+        def hook(_: nn.Module, args: tuple[Any, ...]) -> None:
+            stack.append(name)
+            if args and isinstance(args[0], torch.Tensor) and id(args[0]) in recorder.nodes:
+                trace.module_inputs.setdefault(name, recorder.nodes[id(args[0])])
 
-    def leave(*_: Any) -> None:  # returning None keeps the module's output
-        stack.pop()
+        return hook
+
+    def leave(name: str) -> Callable[..., None]:
+        def hook(_: nn.Module, __: Any, output: Any) -> None:  # returning None keeps the output
+            stack.pop()
+            if isinstance(output, torch.Tensor) and id(output) in recorder.nodes:
+                trace.module_outputs.setdefault(name, recorder.nodes[id(output)])
+
+        return hook
 
     handles = []
     for name, module in model.named_modules():
         handles.append(module.register_forward_pre_hook(enter(name)))
-        handles.append(module.register_forward_hook(leave, always_call=True))
+        handles.append(module.register_forward_hook(leave(name), always_call=True))
     try:
         yield
     finally:

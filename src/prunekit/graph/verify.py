@@ -65,13 +65,11 @@ def expected_shapes(
     return shapes
 
 
-def verify_pruned(
-    pruned: nn.Module, trace: Trace, replay: Replay, removals: Mapping[int, tuple[int, ...]]
-) -> None:
+def verify_pruned(pruned: nn.Module, trace: Trace, replay: Replay, expected: list[tuple[int, ...]]) -> None:
     """Trace ``pruned`` on the example inputs; raise :class:`PrunedModelMismatchError` if it fails, or
-    at the first op whose output shape or constants differ from what ``removals`` predict, comparing
-    each module's ops in order up to the first op that differs from ``trace``'s."""
-    expected = expected_shapes(trace, replay.labels, replay.uf, replay.channel_roots, removals)
+    at the first op whose output shape or constants differ from ``expected`` (see
+    :func:`expected_shapes`), comparing each module's ops in order up to the first op that differs from
+    ``trace``'s."""
     modules = replay.modules
     try:
         got = trace_model(pruned, replay.example_inputs)  # eval mode, no grad

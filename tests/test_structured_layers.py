@@ -1,0 +1,104 @@
+"""Layers whose sizes no tensor records (``InstanceNorm2d(affine=False)``, ``nn.Unflatten``): pruning
+resizes them from the plan's predicted shapes, and saving keeps those sizes."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from prunekit.export import load_compressed, save_compressed
+from prunekit.graph import DependencyGraph, load_pruned, save_pruned
+from test_structured_exact import assert_exact, prune_zeroed
+
+
+def _conv_around(middle: nn.Module) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), middle, nn.ReLU(), nn.Conv2d(8, 4, 3, padding=1))
+
+
+def _unflatten_net() -> nn.Module:
+    return nn.Sequential(
+        nn.Linear(10, 32), nn.Unflatten(1, (8, 4)), nn.ReLU(), nn.Flatten(), nn.Linear(32, 3)
+    )
+
+
+def _prune(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, nn.Module]:
+    graph = DependencyGraph.build(model, x)
+    pruned, zeroed, _ = prune_zeroed(model, graph, list(graph.groups), torch.Generator().manual_seed(0))
+    return pruned, zeroed
+
+
+def _forward_quietly(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # InstanceNorm warns on every call when num_features is stale
+        with torch.no_grad():
+            return model(x)
+
+
+@pytest.mark.parametrize(
+    ("middle", "attribute"),
+    [
+        (nn.InstanceNorm2d(8), "num_features"),
+        (nn.InstanceNorm2d(8, affine=True, track_running_stats=True), "num_features"),
+        (nn.BatchNorm2d(8, affine=False, track_running_stats=False), "num_features"),
+    ],
+    ids=["instance_norm", "instance_norm_affine", "batch_norm_stateless"],
+)
+def test_norms_without_tensors_take_the_pruned_channel_count(middle: nn.Module, attribute: str) -> None:
+    torch.manual_seed(0)
+    model, x = _conv_around(middle).eval(), torch.randn(2, 3, 10, 10)
+    pruned, zeroed = _prune(model, x)
+    kept = pruned[0].out_channels
+    assert kept < 8
+    assert getattr(pruned[1], attribute) == kept
+    assert getattr(model[1], attribute) == 8  # the user's model is untouched
+    assert_exact(pruned, zeroed, x)
+    _forward_quietly(pruned, x)
+
+
+def test_group_norm_without_affine_takes_the_pruned_channel_count() -> None:
+    torch.manual_seed(0)
+    model, x = _conv_around(nn.GroupNorm(2, 8, affine=False)).eval(), torch.randn(2, 3, 10, 10)
+    pruned, _ = _prune(model, x)  # not exact by design: the group statistics lose the zeroed channels
+    assert pruned[1].num_channels == pruned[0].out_channels < 8
+    assert pruned[1].num_channels % pruned[1].num_groups == 0
+    pruned(x)
+
+
+def test_unflatten_takes_the_pruned_sizes_and_prunes_exactly() -> None:
+    torch.manual_seed(0)
+    model, x = _unflatten_net().eval(), torch.randn(2, 10)
+    pruned, zeroed = _prune(model, x)
+    kept = pruned[4].in_features // 4
+    assert kept < 8
+    assert pruned[1].unflattened_size == (kept, 4)
+    assert pruned[0].out_features == kept * 4
+    assert model[1].unflattened_size == (8, 4)
+    assert_exact(pruned, zeroed, x)
+
+
+def _saved_net() -> nn.Module:
+    return nn.Sequential(
+        nn.Linear(10, 128), nn.Unflatten(1, (8, 4, 4)), nn.InstanceNorm2d(8), nn.Conv2d(8, 2, 3)
+    )
+
+
+@pytest.mark.parametrize("fmt", ["pruned", "compressed"])
+def test_saved_sizes_come_back_on_load(tmp_path: Path, fmt: str) -> None:
+    torch.manual_seed(0)
+    model, x = _saved_net().eval(), torch.randn(2, 10)
+    pruned, _ = _prune(model, x)
+    kept = pruned[3].in_channels
+    assert kept < 8 and pruned[1].unflattened_size == (kept, 4, 4) and pruned[2].num_features == kept
+    if fmt == "pruned":
+        loaded = load_pruned(_saved_net, save_pruned(pruned, tmp_path / "m"))
+    else:
+        loaded = load_compressed(_saved_net, save_compressed(pruned, tmp_path / "m.safetensors"))
+    assert loaded[1].unflattened_size == (kept, 4, 4)
+    assert loaded[2].num_features == kept
+    torch.testing.assert_close(
+        _forward_quietly(loaded.eval(), x), _forward_quietly(pruned, x), rtol=0, atol=0
+    )
