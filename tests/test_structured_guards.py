@@ -101,7 +101,9 @@ class WithAux(nn.Module):
 
 def test_parameters_the_forward_never_reads_are_kept_whole_with_a_warning() -> None:
     model, x = WithAux(), torch.randn(2, 3, 6, 6)
-    with pytest.warns(UserWarning, match=r"2 parameter\(s\) were not used by the traced forward \(aux"):
+    with pytest.warns(
+        UserWarning, match=r"2 parameter\(s\) or buffer\(s\) were not used by the traced forward \(aux"
+    ):
         graph = DependencyGraph.build(model, x)
     assert not any("aux" in g.modules() for g in graph.groups)
     pruned = apply_plan(model, build_plan(model, graph, 0.5))

@@ -102,3 +102,49 @@ def test_saved_sizes_come_back_on_load(tmp_path: Path, fmt: str) -> None:
     torch.testing.assert_close(
         _forward_quietly(loaded.eval(), x), _forward_quietly(pruned, x), rtol=0, atol=0
     )
+
+
+class FrozenBatchNorm2d(nn.Module):
+    """Detection backbones' BatchNorm with fixed statistics and affine terms, all buffers."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.rand(n) + 0.5)
+        self.register_buffer("bias", torch.randn(n))
+        self.register_buffer("running_mean", torch.randn(n))
+        self.register_buffer("running_var", torch.rand(n) + 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.weight * (self.running_var + 1e-5).rsqrt()
+        shift = self.bias - self.running_mean * scale
+        return x * scale.reshape(1, -1, 1, 1) + shift.reshape(1, -1, 1, 1)
+
+
+class Scaled(nn.Module):
+    """A per-channel scale buffer that is rebuilt, not saved (``persistent=False``)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.register_buffer("scale", torch.rand(n, 1, 1) + 0.5, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
+
+
+def test_saved_float_buffers_of_plain_modules_are_sliced_with_their_channels(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model, x = _conv_around(FrozenBatchNorm2d(8)).eval(), torch.randn(2, 3, 10, 10)
+    graph = DependencyGraph.build(model, x)
+    (group,) = graph.groups
+    assert {m.tensor for m in group.members} >= {"1.weight", "1.bias", "1.running_mean", "1.running_var"}
+    pruned, zeroed = _prune(model, x)
+    kept = pruned[0].out_channels
+    assert kept < 8 and all(b.shape == (kept,) for b in pruned[1].buffers())
+    assert_exact(pruned, zeroed, x)
+    loaded = load_pruned(lambda: _conv_around(FrozenBatchNorm2d(8)), save_pruned(pruned, tmp_path / "m"))
+    torch.testing.assert_close(loaded.eval()(x), pruned(x), rtol=0, atol=0)
+
+
+def test_unsaved_buffers_keep_their_channels() -> None:
+    model, x = _conv_around(Scaled(8)).eval(), torch.randn(2, 3, 10, 10)
+    assert DependencyGraph.build(model, x).groups == ()

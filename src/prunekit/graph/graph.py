@@ -161,7 +161,10 @@ def _channel_dims(
     """``dims(owner, local, kind, shape)``: the channel dims (with roles) of one parameter or buffer.
 
     From the owner's handler (asked once per module); none in ignored modules; a parameter of a module
-    without a handler (class token, position embedding, layer scale …) has every dim longer than one.
+    without a handler (class token, position embedding, layer scale …) has every dim longer than one,
+    and so has such a module's saved floating-point buffer (a frozen BatchNorm's statistics, a fixed
+    scale). Integer buffers (indices, masks) and non-persistent ones (rebuilt by the module's
+    constructor, such as rotary frequencies) keep all their entries.
     """
     handled: dict[str, Dims | None] = {}
 
@@ -173,9 +176,16 @@ def _channel_dims(
             handled[owner] = None if handler is None else handler.dims(modules[owner])
         if handled[owner] is not None:
             return handled[owner].get(local, {})
-        return {d: "out" for d, n in enumerate(shape) if n > 1} if kind == "param" else {}
+        if kind == "buffer" and not _saved_float(modules[owner], local):
+            return {}
+        return {d: "out" for d, n in enumerate(shape) if n > 1}
 
     return dims
+
+
+def _saved_float(module: nn.Module, local: str) -> bool:
+    buffer = module._buffers[local]
+    return buffer.is_floating_point() and local not in module._non_persistent_buffers_set
 
 
 def _check_ignore(ignore: Iterable[str], modules: dict[str, nn.Module]) -> tuple[str, ...]:

@@ -158,16 +158,16 @@ def _pin_unread(ctx: Context, read: set[int]) -> None:
     for node, (kind, name) in ctx.trace.sources.items():
         if kind in ("param", "buffer") and node not in read and node in ctx.labels:
             vectors = ctx.labels[node]
-            if kind == "param" and ctx.live(vectors):
+            if ctx.live(vectors):
                 unused.append(name)
             for vec in vectors:
                 ctx.uf.pin(vec)
     if unused:
         warnings.warn(
-            f"{len(unused)} parameter(s) were not used by the traced forward ({', '.join(unused[:4])}"
-            f"{' …' if len(unused) > 4 else ''}): they keep all their channels. If they run in another "
-            "mode (e.g. an auxiliary head in training), their inputs may be pruned under them: keep the "
-            "layers feeding them with ignore=[...], or trace a forward that uses them.",
+            f"{len(unused)} parameter(s) or buffer(s) were not used by the traced forward "
+            f"({', '.join(unused[:4])}{' …' if len(unused) > 4 else ''}): they keep all their channels. "
+            "If they run in another mode (e.g. an auxiliary head in training), their inputs may be pruned "
+            "under them: keep the layers feeding them with ignore=[...], or trace a forward that uses them.",
             stacklevel=4,
         )
 
