@@ -3,15 +3,18 @@ resizes them from the plan's predicted shapes, and saving keeps those sizes."""
 
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from prunekit.export import load_compressed, save_compressed
 from prunekit.graph import DependencyGraph, load_pruned, save_pruned
+from prunekit.plan import PruningPlan, apply_plan
 from test_structured_exact import assert_exact, prune_zeroed
 
 
@@ -148,3 +151,35 @@ def test_saved_float_buffers_of_plain_modules_are_sliced_with_their_channels(tmp
 def test_unsaved_buffers_keep_their_channels() -> None:
     model, x = _conv_around(Scaled(8)).eval(), torch.randn(2, 3, 10, 10)
     assert DependencyGraph.build(model, x).groups == ()
+
+
+def _weight_normed() -> nn.Module:
+    from torch.nn.utils.parametrizations import weight_norm
+
+    torch.manual_seed(0)
+    return nn.Sequential(
+        weight_norm(nn.Conv1d(3, 8, 3, padding=1)),
+        nn.ReLU(),
+        weight_norm(nn.Conv1d(8, 8, 3, padding=1, bias=False)),
+        nn.ReLU(),
+        weight_norm(nn.ConvTranspose1d(8, 4, 4, stride=2)),  # norm over its outputs and taps
+    ).eval()
+
+
+def test_weight_normed_layers_prune_exactly_and_keep_their_parametrization(tmp_path: Path) -> None:
+    model, x = _weight_normed(), torch.randn(2, 3, 12)
+    graph = DependencyGraph.build(model, x)
+    assert [g.size for g in graph.groups] == [8, 8]
+    removals = {0: [1, 4, 6], 1: [0, 2, 3, 7]}
+    zeroed = copy.deepcopy(model)
+    with torch.no_grad():  # g = 0 silences a channel (zeroing v would give 0 / 0)
+        zeroed[0].parametrizations.weight.original0[removals[0]] = 0
+        zeroed[0].bias[removals[0]] = 0
+        zeroed[2].parametrizations.weight.original0[removals[1]] = 0
+    pruned = apply_plan(zeroed, PruningPlan(graph, removals))
+    assert (pruned[2].in_channels, pruned[2].out_channels, pruned[4].in_channels) == (5, 4, 4)
+    assert parametrize.is_parametrized(pruned[2], "weight")
+    assert_exact(pruned, zeroed, x)  # conv 2's norm spanned the removed inputs: renormalised
+    loaded = load_pruned(_weight_normed, save_pruned(pruned, tmp_path / "m"))
+    assert (loaded[2].in_channels, loaded[2].out_channels) == (5, 4)
+    torch.testing.assert_close(loaded.eval()(x), pruned(x), rtol=0, atol=0)

@@ -18,7 +18,7 @@ from ._checks import check_positive_int, check_sparsity
 from .graph.graph import DependencyGraph, Group, one_thread
 from .graph.hf_config import update_model
 from .graph.importance import IMPORTANCES, group_scores
-from .graph.modules import handler_for
+from .graph.modules import handler_for, parametrized_module
 from .graph.trace import Trace
 from .graph.verify import expected_shapes, verify_pruned
 
@@ -209,7 +209,8 @@ def apply_plan(model: nn.Module, plan: PruningPlan, inplace: bool = False, verif
     for (name, dim), indices in removals.items():
         _check_tensor(tensors, plan.graph, name, dim, indices)
     with one_thread():
-        sliced = _sliced(tensors, removals)
+        sliced = _sliced({**tensors, **_weight_norm_sources(model, tensors, removals)}, removals)
+        _renormalise(model, tensors, sliced)
     if inplace:
         target = model
     else:  # the memo hands deepcopy the sliced tensors: the full-size ones are never cloned
@@ -220,6 +221,8 @@ def apply_plan(model: nn.Module, plan: PruningPlan, inplace: bool = False, verif
         for module, local, is_param in slots[name][1]:
             (module._parameters if is_param else module._buffers)[local] = new
             touched.add(module)
+        if (parent := parametrized_module(name)) is not None:  # a weight_norm conv reads its new shape
+            touched.add(target.get_submodule(parent))
     for module in touched:
         handler = handler_for(module)
         if handler is not None:
@@ -245,6 +248,44 @@ def _resize(model: nn.Module, trace: Trace, expected: list[tuple[int, ...]]) -> 
         source, output = trace.module_inputs.get(name), trace.module_outputs.get(name)
         if source is not None and output is not None:
             handler.resize(module, expected[source], expected[output])
+
+
+def _weight_norms(model: nn.Module) -> list[tuple[str, str, int]]:
+    """``(g, v, dim)`` state-dict names of every ``parametrizations.weight_norm`` in ``model``."""
+    from torch.nn.utils.parametrizations import _WeightNorm
+
+    found = []
+    for name, module in model.named_modules():
+        for tensor, chain in getattr(module, "parametrizations", {}).items():
+            if len(chain) == 1 and isinstance(chain[0], _WeightNorm):
+                prefix = f"{name}.parametrizations.{tensor}" if name else f"parametrizations.{tensor}"
+                found.append((f"{prefix}.original0", f"{prefix}.original1", chain[0].dim))
+    return found
+
+
+def _weight_norm_sources(
+    model: nn.Module, tensors: Mapping[str, torch.Tensor], removals: Mapping[tuple[str, int], np.ndarray]
+) -> dict[str, torch.Tensor]:
+    """For each pruned weight_norm, its v replaced by the weight ``w = g · v / ‖v‖`` it computes: the
+    pruned layer gets ``v = w[kept]`` (and :func:`_renormalise` gives it ``g = ‖v‖``), so it computes
+    exactly the kept part of ``w`` even where the norm spans removed inputs."""
+    out = {}
+    for g, v, dim in _weight_norms(model):
+        if any(name in (g, v) for name, _ in removals):
+            weight = torch._weight_norm(tensors[v].detach(), tensors[g].detach(), dim)
+            out[v] = nn.Parameter(weight, tensors[v].requires_grad)
+    return out
+
+
+def _renormalise(
+    model: nn.Module, tensors: Mapping[str, torch.Tensor], sliced: dict[str, torch.Tensor]
+) -> None:
+    """``g = ‖v‖`` (over every dim but ``dim``) for each weight_norm whose v :func:`_weight_norm_sources`
+    replaced."""
+    for g, v, dim in _weight_norms(model):
+        if v in sliced:
+            norm = torch.norm_except_dim(sliced[v].detach(), 2, dim)
+            sliced[g] = nn.Parameter(norm, tensors[g].requires_grad)
 
 
 def _sliced(

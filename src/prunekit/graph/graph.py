@@ -15,7 +15,7 @@ from torch import nn
 from .._checks import check_choice
 from . import hf, rules  # noqa: F401  (register the Conv1D handler and the op rules)
 from .attention import HEAD_MODES, couple_eager_attention, find_attention, head_hints
-from .modules import Dims, handler_for
+from .modules import Dims, handler_for, parametrized_module
 from .propagate import propagate
 from .trace import ExampleInputs, Trace, trace_model
 from .unionfind import UnionFind
@@ -162,6 +162,7 @@ def _channel_dims(
 
     From the owner's handler (asked once per module); none in ignored modules; a parameter of a module
     without a handler (class token, position embedding, layer scale …) has every dim longer than one,
+    the originals of a parametrized tensor (``weight_norm``'s g and v) have its dims where they are full,
     and so has such a module's saved floating-point buffer (a frozen BatchNorm's statistics, a fixed
     scale). Integer buffers (indices, masks) and non-persistent ones (rebuilt by the module's
     constructor, such as rotary frequencies) keep all their entries.
@@ -171,6 +172,10 @@ def _channel_dims(
     def dims(owner: str, local: str, kind: str, shape: tuple[int, ...]) -> dict[int, str]:
         if _is_ignored(owner, ignored):
             return {}
+        parent = parametrized_module(f"{owner}.{local}")
+        if parent is not None:  # weight_norm's g and v: the parametrized tensor's dims, where they are full
+            full = dims(parent, owner.rpartition(".")[2], "param", shape)
+            return {d: role for d, role in full.items() if d < len(shape) and shape[d] > 1}
         if owner not in handled:
             handler = handler_for(modules[owner])
             handled[owner] = None if handler is None else handler.dims(modules[owner])

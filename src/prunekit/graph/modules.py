@@ -55,6 +55,15 @@ def handler_for(module: nn.Module) -> ModuleHandler | None:
     return None
 
 
+def parametrized_module(tensor: str) -> str | None:
+    """For a tensor of ``torch.nn.utils.parametrize`` (``conv.parametrizations.weight.original0``) the
+    name of the module it parametrizes (``conv``); ``None`` for any other tensor."""
+    if tensor.startswith("parametrizations."):
+        return ""
+    head, found, _ = tensor.partition(".parametrizations.")
+    return head if found else None
+
+
 def _present(module: nn.Module, dims: Dims) -> Dims:
     return {k: v for k, v in dims.items() if getattr(module, k, None) is not None}
 

@@ -74,6 +74,7 @@ def _register() -> None:
     register_op_rule("repeat", shape.repeat)
     register_op_rule(("view", "_unsafe_view", "reshape", "squeeze", "unsqueeze", "flatten"), view)
     register_op_rule("convolution", layers.convolution)
+    register_op_rule("_weight_norm_interface", layers.weight_norm)
     register_op_rule(("mm", "addmm", "bmm", "baddbmm"), layers.mm)
     register_op_rule("_grouped_mm", layers.grouped_mm)
     register_op_rule(BATCH_NORMS, layers.batch_norm)

@@ -52,6 +52,17 @@ def convolution(ctx: Context, op: Op) -> list[Labels]:
     return [[xl[0], out_c, *[np.zeros(n, dtype=np.int64) for n in shape[2:]]]]
 
 
+def weight_norm(ctx: Context, op: Op) -> list[Labels]:
+    """``_weight_norm_interface(v, g, dim)`` → ``(w, norms)``, ``w = g · v / ‖v‖`` with the norm over
+    every dim but ``dim``: w carries v's labels, ``dim`` joined with g's. The norm changes when another
+    dim loses entries; ``apply_plan`` gives the pruned layer ``v = w`` and ``g = ‖w‖`` (exact)."""
+    vl, gl = ctx.of(op.args[0]), ctx.of(op.args[1])
+    dim = int(arg(op, "dim", 0)) % len(vl)
+    if len(gl) == len(vl) and len(gl[dim]) == len(vl[dim]):
+        ctx.uf.union(vl[dim], gl[dim])
+    return [list(vl), list(gl)]
+
+
 def mm(ctx: Context, op: Op) -> list[Labels]:
     """``mm`` / ``addmm`` / ``bmm`` / ``baddbmm``: the contracted dims join, the others pass."""
     a, b = (op.args[1], op.args[2]) if op.name in ("addmm", "baddbmm") else (op.args[0], op.args[1])
