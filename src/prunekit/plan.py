@@ -209,8 +209,9 @@ def apply_plan(model: nn.Module, plan: PruningPlan, inplace: bool = False, verif
     for (name, dim), indices in removals.items():
         _check_tensor(tensors, plan.graph, name, dim, indices)
     with one_thread():
-        sliced = _sliced({**tensors, **_weight_norm_sources(model, tensors, removals)}, removals)
-        _renormalise(model, tensors, sliced)
+        norms = _weight_norms(model)
+        sliced = _sliced({**tensors, **_weight_norm_sources(norms, tensors, removals)}, removals)
+        _renormalise(norms, tensors, sliced)
     if inplace:
         target = model
     else:  # the memo hands deepcopy the sliced tensors: the full-size ones are never cloned
@@ -264,13 +265,15 @@ def _weight_norms(model: nn.Module) -> list[tuple[str, str, int]]:
 
 
 def _weight_norm_sources(
-    model: nn.Module, tensors: Mapping[str, torch.Tensor], removals: Mapping[tuple[str, int], np.ndarray]
+    norms: list[tuple[str, str, int]],
+    tensors: Mapping[str, torch.Tensor],
+    removals: Mapping[tuple[str, int], np.ndarray],
 ) -> dict[str, torch.Tensor]:
     """For each pruned weight_norm, its v replaced by the weight ``w = g · v / ‖v‖`` it computes: the
     pruned layer gets ``v = w[kept]`` (and :func:`_renormalise` gives it ``g = ‖v‖``), so it computes
     exactly the kept part of ``w`` even where the norm spans removed inputs."""
     out = {}
-    for g, v, dim in _weight_norms(model):
+    for g, v, dim in norms:
         if any(name in (g, v) for name, _ in removals):
             weight = torch._weight_norm(tensors[v].detach(), tensors[g].detach(), dim)
             out[v] = nn.Parameter(weight, tensors[v].requires_grad)
@@ -278,11 +281,11 @@ def _weight_norm_sources(
 
 
 def _renormalise(
-    model: nn.Module, tensors: Mapping[str, torch.Tensor], sliced: dict[str, torch.Tensor]
+    norms: list[tuple[str, str, int]], tensors: Mapping[str, torch.Tensor], sliced: dict[str, torch.Tensor]
 ) -> None:
     """``g = ‖v‖`` (over every dim but ``dim``) for each weight_norm whose v :func:`_weight_norm_sources`
     replaced."""
-    for g, v, dim in _weight_norms(model):
+    for g, v, dim in norms:
         if v in sliced:
             norm = torch.norm_except_dim(sliced[v].detach(), 2, dim)
             sliced[g] = nn.Parameter(norm, tensors[g].requires_grad)
