@@ -55,7 +55,7 @@ def convolution(ctx: Context, op: Op) -> list[Labels]:
 def weight_norm(ctx: Context, op: Op) -> list[Labels]:
     """``_weight_norm_interface(v, g, dim)`` → ``(w, norms)``, ``w = g · v / ‖v‖`` with the norm over
     every dim but ``dim``: w carries v's labels, ``dim`` joined with g's. The norm changes when another
-    dim loses entries; ``apply_plan`` gives the pruned layer ``v = w`` and ``g = ‖w‖`` (exact)."""
+    dim loses entries; ``apply_plan`` gives the pruned layer ``v = w[kept]`` and ``g = ‖v‖`` (exact)."""
     vl, gl = ctx.of(op.args[0]), ctx.of(op.args[1])
     dim = int(arg(op, "dim", 0)) % len(vl)
     if len(gl) == len(vl) and len(gl[dim]) == len(vl[dim]):
