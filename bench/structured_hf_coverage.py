@@ -95,6 +95,29 @@ CASES: dict[str, Case] = {
     "qwen2": (lambda: tf.Qwen2Model(tf.Qwen2Config(**_TEXT, num_key_value_heads=2)), _IDS),
     "gemma2": (lambda: tf.Gemma2Model(tf.Gemma2Config(**_TEXT, num_key_value_heads=2, head_dim=8)), _IDS),
     "phi": (lambda: tf.PhiModel(tf.PhiConfig(**_TEXT)), _IDS),
+    "phi3 (gqa, fused qkv_proj)": (
+        lambda: tf.Phi3Model(tf.Phi3Config(**_TEXT, num_key_value_heads=2, pad_token_id=0)),
+        _IDS,
+    ),
+    "mpt (fused Wqkv)": (
+        lambda: tf.MptModel(tf.MptConfig(vocab_size=50, d_model=32, n_heads=4, n_layers=2)),
+        _IDS,
+    ),
+    "modernbert (fused Wqkv)": (
+        lambda: tf.ModernBertModel(
+            tf.ModernBertConfig(
+                **_TEXT,
+                global_attn_every_n_layers=1,
+                local_attention=8,
+                pad_token_id=0,
+                bos_token_id=1,
+                eos_token_id=2,
+                cls_token_id=1,
+                sep_token_id=2,
+            )
+        ),
+        _IDS,
+    ),
     "falcon": (
         lambda: tf.FalconModel(
             tf.FalconConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4)

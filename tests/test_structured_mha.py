@@ -1,12 +1,14 @@
 """Attention in a small ViT: nn.MultiheadAttention stays whole (pinned), its MLP neighbours and the heads
-of a hand-written attention (Linear qkv + SDPA) are pruned exactly."""
+of hand-written attention (Linear qkv + SDPA, timm's stored head count and size) are pruned exactly."""
 
 from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from prunekit.graph import DependencyGraph
 from prunekit.plan import PruningPlan, apply_plan, build_plan
@@ -87,3 +89,87 @@ def test_unbind_of_a_fused_qkv_keeps_whole_heads_and_is_exact() -> None:
     pruned = apply_plan(zeroed, PruningPlan(graph, {0: [1, 2]}))
     assert_exact(pruned, zeroed, x)
     assert pruned.qkv.weight.shape == (24, 16)
+
+
+class TimmAttention(nn.Module):
+    """timm's ViT attention: a fused ``qkv`` Linear reshaped with the head count and size it stores,
+    q scaled by a stored ``scale`` (eager) or SDPA with its default scale."""
+
+    def __init__(self, dim: int, heads: int, fused: bool) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim, self.fused = heads, dim // heads, fused
+        self.scale = self.head_dim**-0.5
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        if self.fused:
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:
+            out = ((q * self.scale) @ k.transpose(-2, -1)).softmax(-1) @ v
+        return self.proj(out.transpose(1, 2).reshape(b, n, -1))
+
+
+def _timm_block(fused: bool) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.LayerNorm(32), TimmAttention(32, 4, fused), nn.Linear(32, 64), nn.GELU()).eval()
+
+
+@pytest.mark.parametrize(
+    ("fused", "heads", "kept"),
+    [(False, "heads", (2, 8)), (True, "heads", (2, 8)), (False, "head_dim", (4, 4))],
+    ids=["eager-heads", "sdpa-heads", "eager-head_dim"],
+)
+def test_timm_style_attention_prunes_and_updates_the_head_count_and_size_it_stores(
+    fused: bool, heads: str, kept: tuple[int, int]
+) -> None:
+    model, x = _timm_block(fused), torch.randn(2, 5, 32)
+    graph = DependencyGraph.build(model, x, heads=heads)
+    (group,) = (g for g in graph.groups if any(m.tensor == "1.qkv.weight" for m in g.members))
+    zeroed = copy.deepcopy(model)
+    half = list(range(0, group.size, 2))
+    zero_producers(zeroed, group, half)
+    pruned = apply_plan(zeroed, PruningPlan(graph, {group.index: half}))
+    assert (pruned[1].num_heads, pruned[1].head_dim) == kept
+    assert pruned[1].scale == 8**-0.5  # the stored scale is kept: the kept dims compute as before
+    assert (model[1].num_heads, model[1].head_dim) == (4, 8)  # the user's model is untouched
+    assert_exact(pruned, zeroed, x)
+
+
+def test_sdpa_default_scale_keeps_head_dims_whole() -> None:
+    model, x = _timm_block(fused=True), torch.randn(2, 5, 32)
+    graph = DependencyGraph.build(model, x, heads="head_dim")
+    assert not any(m.tensor == "1.qkv.weight" for g in graph.groups for m in g.members)  # 1/√d would change
+
+
+class FusedGroupedQueryAttention(nn.Module):
+    """A fused ``qkv`` of unequal parts: 4 query heads, 2 kv heads (``num_key_value_heads``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.num_heads, self.num_key_value_heads, self.head_dim = 4, 2, 8
+        self.qkv, self.proj = nn.Linear(32, 64), nn.Linear(32, 32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        kv = self.num_key_value_heads * self.head_dim
+        q, k, v = self.qkv(x).split([self.num_heads * self.head_dim, kv, kv], -1)
+        q = q.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+        k, v = (t.view(b, n, self.num_key_value_heads, self.head_dim).transpose(1, 2) for t in (k, v))
+        out = F.scaled_dot_product_attention(q, k, v, enable_gqa=True, scale=0.25)
+        return self.proj(out.transpose(1, 2).reshape(b, n, -1))
+
+
+def test_a_fused_qkv_with_fewer_kv_heads_is_not_read_as_equal_thirds() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(FusedGroupedQueryAttention(), nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 4)).eval()
+    x = torch.randn(2, 5, 32)
+    graph = DependencyGraph.build(model, x)
+    (group,) = (g for g in graph.groups if any(m.tensor == "1.weight" and m.role == "out" for m in g.members))
+    zeroed = copy.deepcopy(model)
+    zero_producers(zeroed, group, [0, 1])
+    pruned = apply_plan(zeroed, PruningPlan(graph, {group.index: [0, 1]}))  # the attention's stored
+    assert (pruned[0].num_heads, pruned[0].num_key_value_heads) == (4, 2)  # counts stay as they were
+    assert_exact(pruned, zeroed, x)

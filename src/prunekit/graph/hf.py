@@ -2,9 +2,9 @@
 
 Nothing here imports ``transformers`` at import time: ``Conv1D`` is registered by its qualified name,
 attention modules are recognised by their projections (``q_proj``/``k_proj``, ``query``/``key``,
-``q_lin``/``k_lin``, ``q``/``k``, a fused ``c_attn`` or ``query_key_value``) and their attributes
-(``head_dim``/``attention_head_size``/``key_value_proj_dim``, ``num_heads``/``num_attention_heads``/
-``n_heads``, ``all_head_size``/``split_size``/``inner_dim``).
+``q_lin``/``k_lin``, ``q``/``k``, a fused ``c_attn``, ``query_key_value``, ``Wqkv`` or timm's ``qkv``)
+and their attributes (``head_dim``/``attention_head_size``/``key_value_proj_dim``,
+``num_heads``/``num_attention_heads``/``n_heads``, ``all_head_size``/``split_size``/``inner_dim``).
 
 After pruning, :func:`update_attention` rewrites those attributes and
 :func:`prunekit.graph.hf_config.update_model` the config fields, so that ``save_pretrained`` writes a
@@ -37,8 +37,9 @@ _WIDTH = ("all_head_size", "split_size", "inner_dim")
 _SCALE = ("scaling", "scale", "inv_norm_factor", "scale_attn")
 _HEAD_FIELDS = ("num_attention_heads", "encoder_attention_heads", "decoder_attention_heads")  # config
 _QK = (("q_proj", "k_proj"), ("query", "key"), ("q_lin", "k_lin"), ("q", "k"))
-_FUSED_QKV = ("c_attn", "query_key_value")  # q, k and v in equal thirds …
+_FUSED_QKV = ("c_attn", "query_key_value", "Wqkv", "qkv")  # q, k and v in equal thirds …
 _UNEQUAL_QKV = ("is_cross_attention", "multi_query", "new_decoder_architecture")  # … unless one is set
+_KV_HEADS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads")  # … or kv heads differ from heads
 
 
 class Attention(NamedTuple):
@@ -70,6 +71,12 @@ def _out(module: nn.Module | None) -> int | None:
     return None
 
 
+def _equal_kv(module: nn.Module) -> bool:
+    """False where the module stores a kv head count other than its head count (grouped-query)."""
+    kv, heads = _first(module, _KV_HEADS), _first(module, _NUM_HEADS)
+    return kv is None or heads is None or getattr(module, kv) == getattr(module, heads)
+
+
 def _in(module: nn.Module) -> int:
     return module.in_features if isinstance(module, nn.Linear) else int(module.nx)
 
@@ -82,7 +89,7 @@ def _projections(module: nn.Module) -> tuple[int, int, int] | None:
         if _out(q) is not None and _out(k) is not None:
             return _out(q), _out(k), _in(q)
     fused = next((children[n] for n in _FUSED_QKV if _out(children.get(n)) is not None), None)
-    if fused is not None and not any(getattr(module, n, False) for n in _UNEQUAL_QKV):
+    if fused is not None and not any(getattr(module, n, False) for n in _UNEQUAL_QKV) and _equal_kv(module):
         width = _out(fused) // 3
         return width, width, _in(fused)
     return None
