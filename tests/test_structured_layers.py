@@ -183,3 +183,37 @@ def test_weight_normed_layers_prune_exactly_and_keep_their_parametrization(tmp_p
     loaded = load_pruned(_weight_normed, save_pruned(pruned, tmp_path / "m"))
     assert (loaded[2].in_channels, loaded[2].out_channels) == (5, 4)
     torch.testing.assert_close(loaded.eval()(x), pruned(x), rtol=0, atol=0)
+
+
+def _hook_weight_normed() -> nn.Module:
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # deprecated, still common in older code
+        return nn.Sequential(
+            nn.utils.weight_norm(nn.Conv1d(3, 8, 3, padding=1)),
+            nn.ReLU(),
+            nn.utils.weight_norm(nn.Conv1d(8, 8, 3, padding=1, bias=False)),
+            nn.ReLU(),
+            nn.utils.weight_norm(nn.ConvTranspose1d(8, 4, 4, stride=2)),
+        ).eval()
+
+
+def test_hook_style_weight_norm_prunes_exactly_after_a_training_forward(tmp_path: Path) -> None:
+    model, x = _hook_weight_normed(), torch.randn(2, 3, 12)
+    graph = DependencyGraph.build(model, x)
+    assert [g.size for g in graph.groups] == [8, 8]  # before: no groups, the layers kept whole silently
+    removals = {0: [1, 4, 6], 1: [0, 2, 3, 7]}
+    zeroed = copy.deepcopy(model)
+    with torch.no_grad():  # g = 0 silences a channel
+        zeroed[0].weight_g[removals[0]] = 0
+        zeroed[0].bias[removals[0]] = 0
+        zeroed[2].weight_g[removals[1]] = 0
+    zeroed.train()(x).sum().backward()  # the hooks now hold weights with grad: deepcopy refuses those
+    pruned = apply_plan(zeroed.eval(), PruningPlan(graph, removals))
+    assert (pruned[2].in_channels, pruned[2].out_channels, pruned[4].in_channels) == (5, 4, 4)
+    assert pruned[2].weight.shape == (4, 5, 3)  # the hook's weight is recomputed, not stale
+    assert zeroed[2].weight_v.shape == (8, 8, 3)  # the user's model is untouched
+    assert_exact(pruned, zeroed, x)  # conv 2's norm spanned the removed inputs: renormalised
+    loaded = load_pruned(_hook_weight_normed, save_pruned(pruned, tmp_path / "m"))
+    assert (loaded[2].in_channels, loaded[2].out_channels, loaded[2].weight.shape) == (5, 4, (4, 5, 3))
+    torch.testing.assert_close(loaded.eval()(x), pruned(x), rtol=0, atol=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -75,6 +76,21 @@ def test_iterative_taylor_reads_gradients_left_by_finetune() -> None:
     # 8 channels: 8 − round(8·√0.5) = 2 go in step 1, then the rest of the one-shot ⌊8·0.5⌋ = 4
     assert pruned[0][0].out_channels == 4
     assert pruned(x).shape == model(x).shape
+
+
+def test_iterative_taylor_copies_a_model_with_weight_norm_hooks_after_backward() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.nn.utils.weight_norm is deprecated
+        model = nn.Sequential(nn.utils.weight_norm(nn.Linear(6, 8)), nn.ReLU(), nn.Linear(8, 3))
+    x = torch.randn(4, 6)
+    model(x).square().mean().backward()  # the hook's weight now carries grad: deepcopy refuses it alone
+
+    def finetune(m: nn.Module, step: int) -> None:
+        m(x).square().mean().backward()
+
+    pruned = prune_iteratively(model, x, 0.5, 2, "taylor", finetune=finetune)
+    assert (pruned[0].out_features, pruned[0].weight_v.shape, pruned[2].in_features) == (4, (4, 6), 4)
+    assert model[0].weight_v.shape == (8, 6)
 
 
 def _widths(model: nn.Module) -> dict[str, tuple[int, ...]]:

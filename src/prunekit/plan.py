@@ -18,7 +18,13 @@ from ._checks import check_positive_int, check_sparsity
 from .graph.graph import DependencyGraph, Group, one_thread
 from .graph.hf_config import update_model
 from .graph.importance import IMPORTANCES, group_scores
-from .graph.modules import handler_for, parametrized_module
+from .graph.modules import (
+    handler_for,
+    parametrized_module,
+    update_attributes,
+    weight_norm_hooks,
+    weight_norm_memo,
+)
 from .graph.trace import Trace
 from .graph.verify import expected_shapes, verify_pruned
 
@@ -215,7 +221,9 @@ def apply_plan(model: nn.Module, plan: PruningPlan, inplace: bool = False, verif
     if inplace:
         target = model
     else:  # the memo hands deepcopy the sliced tensors: the full-size ones are never cloned
-        target = copy.deepcopy(model, {id(tensors[name]): new for name, new in sliced.items()})
+        memo: dict[int, Any] = {id(tensors[name]): new for name, new in sliced.items()}
+        memo |= weight_norm_memo(model)
+        target = copy.deepcopy(model, memo)
     slots = holders if inplace else _holders(target)
     touched: set[nn.Module] = set()
     for name, new in sliced.items():
@@ -225,9 +233,7 @@ def apply_plan(model: nn.Module, plan: PruningPlan, inplace: bool = False, verif
         if (parent := parametrized_module(name)) is not None:  # a weight_norm conv reads its new shape
             touched.add(target.get_submodule(parent))
     for module in touched:
-        handler = handler_for(module)
-        if handler is not None:
-            handler.update(module)
+        update_attributes(module)
     replay = plan.graph.replay
     if replay is not None:
         expected = expected_shapes(
@@ -252,15 +258,19 @@ def _resize(model: nn.Module, trace: Trace, expected: list[tuple[int, ...]]) -> 
 
 
 def _weight_norms(model: nn.Module) -> list[tuple[str, str, int]]:
-    """``(g, v, dim)`` state-dict names of every ``parametrizations.weight_norm`` in ``model``."""
+    """``(g, v, dim)`` state-dict names of every weight_norm in ``model``: ``parametrizations.weight_norm``
+    and the deprecated ``torch.nn.utils.weight_norm`` hook."""
     from torch.nn.utils.parametrizations import _WeightNorm
 
     found = []
     for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
         for tensor, chain in getattr(module, "parametrizations", {}).items():
             if len(chain) == 1 and isinstance(chain[0], _WeightNorm):
-                prefix = f"{name}.parametrizations.{tensor}" if name else f"parametrizations.{tensor}"
-                found.append((f"{prefix}.original0", f"{prefix}.original1", chain[0].dim))
+                path = f"{prefix}parametrizations.{tensor}"
+                found.append((f"{path}.original0", f"{path}.original1", chain[0].dim))
+        for hook in weight_norm_hooks(module):
+            found.append((f"{prefix}{hook.name}_g", f"{prefix}{hook.name}_v", hook.dim))
     return found
 
 

@@ -25,6 +25,7 @@ from torch import nn
 
 from ._checks import check_choice, check_positive_int, check_sparsity
 from .graph.graph import DependencyGraph, Group
+from .graph.modules import weight_norm_memo
 from .graph.trace import ExampleInputs
 from .plan import _local_count, apply_plan, build_plan
 
@@ -132,7 +133,7 @@ def _step_counts(
 
 def _copy_with_grads(model: nn.Module) -> nn.Module:
     """``copy.deepcopy(model)`` plus its ``.grad``s (a deep copy drops them), for ``taylor``/``obd``."""
-    clone = copy.deepcopy(model)
+    clone = copy.deepcopy(model, weight_norm_memo(model))
     for source, target in zip(model.parameters(), clone.parameters(), strict=True):
         if source.grad is not None:
             target.grad = source.grad.detach().clone()

@@ -15,7 +15,7 @@ from torch import nn
 from .._checks import check_choice
 from . import hf, rules  # noqa: F401  (register the Conv1D handler and the op rules)
 from .attention import HEAD_MODES, couple_eager_attention, find_attention, head_hints
-from .modules import Dims, handler_for, parametrized_module
+from .modules import Dims, handler_for, parametrized_module, weight_norm_hooks
 from .propagate import propagate
 from .trace import ExampleInputs, Trace, trace_model
 from .unionfind import UnionFind
@@ -162,10 +162,11 @@ def _channel_dims(
 
     From the owner's handler (asked once per module); none in ignored modules; a parameter of a module
     without a handler (class token, position embedding, layer scale …) has every dim longer than one,
-    the originals of a parametrized tensor (``weight_norm``'s g and v) have its dims where they are full,
     and so has such a module's saved floating-point buffer (a frozen BatchNorm's statistics, a fixed
-    scale). Integer buffers (indices, masks) and non-persistent ones (rebuilt by the module's
-    constructor, such as rotary frequencies) keep all their entries.
+    scale); the originals of a weight-normalised tensor (``weight_norm``'s g and v, also the deprecated
+    hook's ``weight_g``/``weight_v``) have its dims where they are full. Integer buffers (indices,
+    masks) and non-persistent ones (rebuilt by the module's constructor, such as rotary frequencies)
+    keep all their entries.
     """
     handled: dict[str, Dims | None] = {}
 
@@ -175,6 +176,10 @@ def _channel_dims(
         parent = parametrized_module(f"{owner}.{local}")
         if parent is not None:  # weight_norm's g and v: the parametrized tensor's dims, where they are full
             full = dims(parent, owner.rpartition(".")[2], "param", shape)
+            return {d: role for d, role in full.items() if d < len(shape) and shape[d] > 1}
+        normed = next((h.name for h in weight_norm_hooks(modules[owner]) if local in _g_and_v(h.name)), None)
+        if normed is not None:  # the same for the deprecated weight_norm hook's {name}_g and {name}_v
+            full = dims(owner, normed, "param", shape)
             return {d: role for d, role in full.items() if d < len(shape) and shape[d] > 1}
         if owner not in handled:
             handler = handler_for(modules[owner])
@@ -186,6 +191,10 @@ def _channel_dims(
         return {d: "out" for d, n in enumerate(shape) if n > 1}
 
     return dims
+
+
+def _g_and_v(name: str) -> tuple[str, str]:
+    return f"{name}_g", f"{name}_v"
 
 
 def _saved_float(module: nn.Module, local: str) -> bool:

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..checkpoints import load_weights, save_weights
 from .hf import attention_modules
-from .modules import handler_for, parametrized_module
+from .modules import handler_for, parametrized_module, update_attributes
 
 FORMAT = "prunekit-structured/1"
 
@@ -111,9 +111,7 @@ def resize_to_shapes(model: nn.Module, shapes: Mapping[str, tuple[int, ...]]) ->
             if (parent := parametrized_module(prefix)) is not None:  # a weight_norm layer's g and v
                 touched.append(model.get_submodule(parent))
     for module in touched:
-        handler = handler_for(module)
-        if handler is not None:
-            handler.update(module)
+        update_attributes(module)
     return model
 
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+import torch
 from torch import nn
 
 from .._registry import Registry
@@ -62,6 +64,32 @@ def parametrized_module(tensor: str) -> str | None:
         return ""
     head, found, _ = tensor.partition(".parametrizations.")
     return head if found else None
+
+
+def weight_norm_hooks(module: nn.Module) -> list[Any]:
+    """The ``torch.nn.utils.weight_norm`` hooks on ``module`` (the deprecated form: parameters
+    ``{name}_g`` and ``{name}_v``, and a pre-forward hook that sets ``module.{name}`` from them)."""
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    return [hook for hook in module._forward_pre_hooks.values() if isinstance(hook, WeightNorm)]
+
+
+def weight_norm_memo(model: nn.Module) -> dict[int, torch.Tensor]:
+    """A ``copy.deepcopy`` memo: id → detached copy of each weight a ``weight_norm`` hook set. One
+    computed with grad (any training forward) cannot be deep-copied; the hook recomputes it anyway."""
+    weights = (getattr(m, hook.name, None) for m in model.modules() for hook in weight_norm_hooks(m))
+    return {id(w): w.detach() for w in weights if isinstance(w, torch.Tensor)}
+
+
+def update_attributes(module: nn.Module) -> None:
+    """After its tensors changed shape: recompute the weights its ``weight_norm`` hooks set (they do so
+    only before a forward), then let its handler rewrite its attributes from the tensors."""
+    for hook in weight_norm_hooks(module):
+        with torch.no_grad():
+            setattr(module, hook.name, hook.compute_weight(module))
+    handler = handler_for(module)
+    if handler is not None:
+        handler.update(module)
 
 
 def _present(module: nn.Module, dims: Dims) -> Dims:
