@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prunekit.graph import DependencyGraph
-from prunekit.plan import apply_plan, build_plan
+from prunekit.plan import PruningPlan, apply_plan, build_plan
 from test_structured_exact import assert_exact, exact_groups, prune_zeroed
 
 
@@ -280,3 +280,22 @@ def test_a_scale_computed_from_a_pruned_head_size_is_caught(scale) -> None:  # t
     changed = r"computes with \[(0\.5|4\.0)\] where the original used \[(0\.35|8\.0)"  # 1/√4 vs 1/√8
     with pytest.raises(ValueError, match=changed):
         apply_plan(model, build_plan(model, graph, 0.5))
+
+
+def test_a_head_count_stored_is_caught_when_one_head_is_left() -> None:
+    model, x = HardCodedHeads().eval(), torch.randn(2, 5, 16)
+    graph = DependencyGraph.build(model, x)
+    (group,) = [g for g in graph.groups if "qkv" in g.modules()]
+    with pytest.raises(
+        ValueError, match=r"gives shape \(2, 5, 3, 4, 1\), the plan predicts \(2, 5, 3, 1, 4\)"
+    ):
+        apply_plan(model, PruningPlan(graph, {group.index: [0, 1, 2]}))  # a size-1 dim: checked too
+
+
+def test_a_scale_from_a_head_size_pruned_to_one_is_caught() -> None:
+    model, x = EagerAttention(lambda q: q.size(-1) ** -0.5, (2, -1)).eval(), torch.randn(2, 5, 16)
+    graph = DependencyGraph.build(model, x, heads="head_dim")
+    (group,) = [g for g in graph.groups if "q" in g.modules()]
+    # the ops after the size-1 head dim are matched by function: the scale is still compared
+    with pytest.raises(ValueError, match=r"computes with \[1\.0\] where the original used \[0\.35"):
+        apply_plan(model, PruningPlan(graph, {group.index: list(range(1, 8))}))

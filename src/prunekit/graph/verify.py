@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from difflib import SequenceMatcher
 
 import numpy as np
 from torch import nn
@@ -68,8 +69,9 @@ def expected_shapes(
 def verify_pruned(pruned: nn.Module, trace: Trace, replay: Replay, expected: list[tuple[int, ...]]) -> None:
     """Trace ``pruned`` on the example inputs; raise :class:`PrunedModelMismatchError` if it fails, or
     at the first op whose output shape or constants differ from ``expected`` (see
-    :func:`expected_shapes`), comparing each module's ops in order up to the first op that differs from
-    ``trace``'s."""
+    :func:`expected_shapes`). Each module's ops are compared in order up to the first op that differs
+    from ``trace``'s or first has a dim pruned to size one (later ops may decompose differently); the
+    rest of the module's ops are matched by function and compared by their constants only."""
     modules = replay.modules
     try:
         got = trace_model(pruned, replay.example_inputs)  # eval mode, no grad
@@ -81,25 +83,45 @@ def verify_pruned(pruned: nn.Module, trace: Trace, replay: Replay, expected: lis
         ) from error
     for name, (before, after) in _by_module(trace, got).items():
         where = f"module {name!r} ({modules.get(name, '?')})" if name else "the model's own forward"
+        aligned = len(before)
         for index, (old, new) in enumerate(zip(before, after, strict=False)):
             if old.func != new.func:  # ATen decompositions depend on sizes (a Linear to one feature,
-                break  # a matmul over one head): the rest of this module is not comparable
-            op = f"op {index} of {where}, aten.{new.func.__name__},"
-            want, have = _first_shape(old, expected), _first_shape(new, got.shapes)
+                aligned = index  # a matmul over one head): the rest is compared by constants only
+                break
+            want = _first_shape(old, expected)
+            _check_shape(old, new, want, _first_shape(new, got.shapes), f"op {index} of {where}")
+            _check_constants(old, new, trace, got, f"op {index} of {where}")
             if _shrinks_to_one(want, _first_shape(old, trace.shapes)):
-                break  # size-1 dims take other decompositions (einsum squeezes them): not comparable
-            if want != have:
-                raise PrunedModelMismatchError(
-                    f"the pruned model does not compute what the plan predicts: {op} gives shape {have}, the "
-                    f"plan predicts {want}. The forward likely reshapes with a size it stores (a head count "
-                    f"or head size) that was not updated; {_FIX}"
-                )
-            if (was := _constants(old, trace)) != (now := _constants(new, got)):
-                raise PrunedModelMismatchError(
-                    f"the pruned model does not compute what the original did on the kept channels: {op} "
-                    f"computes with {now} where the original used {was}. The forward likely derives a scale "
-                    f"from a size that pruning changed (1/sqrt(head_dim) when head_dim shrinks); {_FIX}"
-                )
+                aligned = index + 1  # ops reading size-1 dims take other decompositions (einsum
+                break  # squeezes them): the rest is compared by constants only
+        rest = SequenceMatcher(
+            None, [o.func for o in before[aligned:]], [o.func for o in after[aligned:]], False
+        )
+        for i, j, size in rest.get_matching_blocks():
+            for k in range(size):
+                old, new = before[aligned + i + k], after[aligned + j + k]
+                _check_constants(old, new, trace, got, f"op {aligned + i + k} of {where}")
+
+
+def _check_shape(
+    old: Op, new: Op, want: tuple[int, ...] | None, have: tuple[int, ...] | None, op: str
+) -> None:
+    if want != have:
+        raise PrunedModelMismatchError(
+            f"the pruned model does not compute what the plan predicts: {op}, aten.{new.func.__name__}, "
+            f"gives shape {have}, the plan predicts {want}. The forward likely reshapes with a size it "
+            f"stores (a head count or head size) that was not updated; {_FIX}"
+        )
+
+
+def _check_constants(old: Op, new: Op, trace: Trace, got: Trace, op: str) -> None:
+    if (was := _constants(old, trace)) != (now := _constants(new, got)):
+        raise PrunedModelMismatchError(
+            f"the pruned model does not compute what the original did on the kept channels: {op}, "
+            f"aten.{new.func.__name__}, computes with {now} where the original used {was}. The forward "
+            f"likely derives a scale from a size that pruning changed (1/sqrt(head_dim) when head_dim "
+            f"shrinks); {_FIX}"
+        )
 
 
 def _by_module(trace: Trace, got: Trace) -> dict[str, tuple[list[Op], list[Op]]]:
