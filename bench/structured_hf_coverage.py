@@ -3,14 +3,15 @@
 For each architecture (a tiny random config built offline, weights of unit scale: the default init
 std 0.02 makes attention near uniform and hides a wrong scale) and each head mode (``heads``: whole
 heads go; ``head_dim``: dims of every head go): build the graph, choose half the channels of every
-group without a norm layer, zero what produces them, prune exactly those with ``apply_plan`` (its
+group without a norm layer (then, in a second run, all but one: size-1 dims take other code paths),
+zero what produces them, prune exactly those with ``apply_plan`` (its
 pruned-model check on), and compare outputs with the zeroed model's (relative error of the first
 output). Then ``save_pretrained`` and reload with ``from_pretrained``, or with
 ``prunekit.graph.hf.load_pretrained`` where ``apply_plan`` warned that the config cannot describe
 the pruned model, and compare again. A refusal is a success when its reason is stated; "WRONG" is
 the only failure.
 
-    python bench/structured_hf_coverage.py            # all architectures (~3 min)
+    python bench/structured_hf_coverage.py            # all architectures (~15 s)
     python bench/structured_hf_coverage.py --quick    # ≤ 60 s: eight of them
     python bench/structured_hf_coverage.py --json     # last stdout line: one JSON summary
 """
@@ -195,8 +196,9 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float("inf") if a.shape != b.shape else ((a - b).norm() / a.norm()).item()
 
 
-def check(name: str, heads: str) -> dict:
-    """One architecture in one head mode: ``status`` ok / refused / WRONG and the measurements."""
+def check(name: str, heads: str, one_left: bool = False) -> dict:
+    """One architecture in one head mode: ``status`` ok / refused / WRONG and the measurements.
+    ``one_left``: every group keeps one channel (one head, one head dim) instead of half."""
     factory, inputs = CASES[name]
     torch.manual_seed(0)
     model = _unit_weights(factory())
@@ -210,7 +212,12 @@ def check(name: str, heads: str) -> dict:
     groups = [g for g in graph.groups if g.size > 1 and not any("Norm" in type(modules[m.module]).__name__
                                                                  for m in g.members)]  # fmt: skip
     generator = torch.Generator().manual_seed(0)
-    removals = {g.index: torch.randperm(g.size, generator=generator)[: g.size // 2].tolist() for g in groups}
+    removals = {
+        g.index: torch.randperm(g.size, generator=generator)[
+            : g.size - 1 if one_left else g.size // 2
+        ].tolist()
+        for g in groups
+    }
     zeroed = copy.deepcopy(model)
     tensors = dict(zeroed.named_parameters())
     with torch.no_grad():
@@ -271,7 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     tf.utils.logging.disable_progress_bar()
     start, results = time.perf_counter(), {}
     for name in QUICK if opts.quick else CASES:
-        results[name] = {heads: check(name, heads) for heads in ("heads", "head_dim")}
+        results[name] = {
+            f"{heads}{', one left' if one_left else ''}": check(name, heads, one_left)
+            for one_left in (False, True)
+            for heads in ("heads", "head_dim")
+        }
     print(_table(results))
     statuses = [r["status"] for modes in results.values() for r in modes.values()]
     summary = {
