@@ -74,6 +74,23 @@ def test_every_group_at_once_is_exact(name: str) -> None:
     )
 
 
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_every_group_down_to_one_channel_is_exact(name: str) -> None:
+    model, x = build(name)  # size-1 channels and heads take other ATen code paths
+    graph = DependencyGraph.build(model, x)
+    groups = exact_groups(model, graph)
+    removals = {g.index: list(range(1, g.size)) for g in groups}
+    zeroed = copy.deepcopy(model)
+    for group in groups:
+        zero_producers(zeroed, group, removals[group.index])
+    pruned = apply_plan(zeroed, PruningPlan(graph, removals))
+    assert_exact(pruned, zeroed, x)
+    tensors = dict(pruned.named_parameters())
+    for group in groups:  # each member keeps the slice of channel 0 only (a whole head, where heads)
+        member = group.members[0]
+        assert tensors[member.tensor].shape[member.dim] == len(group.indices(0, [0]))
+
+
 @pytest.mark.parametrize(
     "name", ["resnet18", "shufflenet_unit", "convnext_block", "unet", "densenet_block", "vit"]
 )
