@@ -217,3 +217,29 @@ def test_hook_style_weight_norm_prunes_exactly_after_a_training_forward(tmp_path
     loaded = load_pruned(_hook_weight_normed, save_pruned(pruned, tmp_path / "m"))
     assert (loaded[2].in_channels, loaded[2].out_channels, loaded[2].weight.shape) == (5, 4, (4, 5, 3))
     torch.testing.assert_close(loaded.eval()(x), pruned(x), rtol=0, atol=0)
+
+
+class _Bags(nn.Module):
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        self.bags, self.head = nn.EmbeddingBag(20, 8, mode=mode), nn.Linear(8, 3)
+
+    def forward(self, ids: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+        return self.head(self.bags(ids, offsets, per_sample_weights=weights).relu())
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+def test_embedding_bag_features_prune_exactly(mode: str) -> None:
+    torch.manual_seed(0)
+    model = _Bags(mode).eval()
+    inputs = (torch.randint(0, 20, (9,)), torch.tensor([0, 2, 7]), torch.rand(9) if mode == "sum" else None)
+    graph = DependencyGraph.build(model, inputs)
+    (group,) = graph.groups
+    assert {(m.tensor, m.dim) for m in group.members} == {("bags.weight", 1), ("head.weight", 1)}
+    zeroed = copy.deepcopy(model)
+    with torch.no_grad():  # features 1 and 5 are 0 in every bag, whatever the mode
+        zeroed.bags.weight[:, [1, 5]] = 0.0
+    pruned = apply_plan(zeroed, PruningPlan(graph, {group.index: [1, 5]}))
+    assert (pruned.bags.embedding_dim, pruned.bags.weight.shape, pruned.head.in_features) == (6, (20, 6), 6)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(*inputs), zeroed(*inputs), rtol=1e-6, atol=1e-6)

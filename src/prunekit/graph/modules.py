@@ -202,7 +202,8 @@ def _register_defaults() -> None:
         nn.Unflatten, ModuleHandler(lambda m: {}, lambda m: None, _unflatten_resize, ("unflattened_size",))
     )
     register_handler(nn.PReLU, ModuleHandler(lambda m: {"weight": {0: "out"}}, _prelu_update))
-    register_handler(nn.Embedding, ModuleHandler(lambda m: {"weight": {1: "out"}}, _embedding_update))
+    for cls in (nn.Embedding, nn.EmbeddingBag):
+        register_handler(cls, ModuleHandler(lambda m: {"weight": {1: "out"}}, _embedding_update))
     # Pinned on purpose: nn.MultiheadAttention cannot represent a pruned model. Its q/k/v width is
     # embed_dim = num_heads · head_dim (checked in F.multi_head_attention_forward), and embed_dim is also
     # the width of its input and output (the residual stream), so neither whole heads nor head dims nor

@@ -82,6 +82,7 @@ def _register() -> None:
     register_op_rule("native_group_norm", layers.group_norm)
     register_op_rule("_prelu_kernel", layers.prelu)
     register_op_rule("embedding", layers.embedding)
+    register_op_rule(("_embedding_bag", "_embedding_bag_forward_only"), layers.embedding_bag)
     register_op_rule(SDPA, sdpa)
 
 

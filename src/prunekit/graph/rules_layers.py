@@ -1,4 +1,4 @@
-"""Channel rules for ops that own weights: convolution, matmuls, norms, PReLU, embedding."""
+"""Channel rules for ops that own weights: convolution, matmuls, norms, PReLU, embedding (and bag)."""
 
 from __future__ import annotations
 
@@ -159,3 +159,17 @@ def embedding(ctx: Context, op: Op) -> list[Labels]:
     wl, il = ctx.of(op.args[0]), ctx.of(tensor_args(op)[1])
     ctx.uf.pin(wl[0])
     return [[*il, wl[1]]]
+
+
+def embedding_bag(ctx: Context, op: Op) -> list[Labels]:
+    """``_embedding_bag(weight, indices, offsets, …)``: each bag sums, averages or takes the maximum of
+    its rows feature by feature, so the output ``(bags, features)`` (and, in max mode, the argmax per
+    feature) carries the weight's feature dim; the row counts and offsets carry none."""
+    wl = ctx.of(op.args[0])
+    ctx.uf.pin(wl[0])
+    outputs = []
+    for ref in out_refs(op):
+        rows, *features = ctx.shape(ref)
+        carries = features == [len(wl[1])]
+        outputs.append([np.zeros(rows, dtype=np.int64), wl[1]] if carries else ctx.zeros(ctx.shape(ref)))
+    return outputs
