@@ -237,7 +237,13 @@ def test_a_pruned_forward_that_fails_is_reported_at_prune_time() -> None:
 
     model, x = FlattenWidth().eval(), torch.randn(2, 1, 8, 8)
     plan = build_plan(model, DependencyGraph.build(model, x), 0.5)
-    with pytest.raises(ValueError, match="the pruned model fails on the example inputs.*flatten width"):
+    with pytest.raises(
+        ValueError, match=r"fails on the example inputs in module 'fc' \(Linear\).*flatten width"
+    ):
+        apply_plan(model, plan)  # where it failed: fc got a flatten of the wrong width
+    batch_of_two = lambda self, x: self.fc(self.conv(x).relu().view(2, 16 * 4 * 4))  # noqa: E731
+    model.forward = types.MethodType(batch_of_two, model)  # type: ignore[method-assign]
+    with pytest.raises(ValueError, match=r"fails on the example inputs in the model's own forward \(Runtime"):
         apply_plan(model, plan)
 
 

@@ -77,9 +77,9 @@ def verify_pruned(pruned: nn.Module, trace: Trace, replay: Replay, expected: lis
         got = trace_model(pruned, replay.example_inputs)  # eval mode, no grad
     except Exception as error:  # the user's forward failed on the pruned model: say where it came from
         raise PrunedModelMismatchError(
-            f"the pruned model fails on the example inputs ({type(error).__name__}: {error}). Its forward "
-            f"likely uses a size it stores or hard-codes (a head count or head size, a flatten width); "
-            f"{_FIX}"
+            f"the pruned model fails on the example inputs in {_failing_module(pruned, error)} "
+            f"({type(error).__name__}: {error}). Its forward likely uses a size it stores or hard-codes (a "
+            f"head count or head size, a flatten width); {_FIX}"
         ) from error
     for name, (before, after) in _by_module(trace, got).items():
         where = f"module {name!r} ({modules.get(name, '?')})" if name else "the model's own forward"
@@ -122,6 +122,20 @@ def _check_constants(old: Op, new: Op, trace: Trace, got: Trace, op: str) -> Non
             f"likely derives a scale from a size that pruning changed (1/sqrt(head_dim) when head_dim "
             f"shrinks); {_FIX}"
         )
+
+
+def _failing_module(model: nn.Module, error: BaseException) -> str:
+    """The innermost module of ``model`` whose code is on ``error``'s traceback, as the errors name it."""
+    names = {id(module): name for name, module in model.named_modules()}
+    found, frame = None, error.__traceback__
+    while frame is not None:
+        owner = frame.tb_frame.f_locals.get("self")
+        if id(owner) in names:
+            found = owner
+        frame = frame.tb_next
+    if found is None or found is model:
+        return "the model's own forward"
+    return f"module {names[id(found)]!r} ({type(found).__name__})"
 
 
 def _by_module(trace: Trace, got: Trace) -> dict[str, tuple[list[Op], list[Op]]]:
