@@ -3,6 +3,7 @@ dims of a bare weight, unused parameters, recurrent layers, outputs in plain obj
 
 from __future__ import annotations
 
+import re
 import types
 import warnings
 
@@ -305,3 +306,17 @@ def test_a_scale_from_a_head_size_pruned_to_one_is_caught() -> None:
     # the ops after the size-1 head dim are matched by function: the scale is still compared
     with pytest.raises(ValueError, match=r"computes with \[1\.0\] where the original used \[0\.35"):
         apply_plan(model, PruningPlan(graph, {group.index: list(range(1, 8))}))
+
+
+def test_the_fix_names_every_module_sharing_the_failing_forward_and_it_works() -> None:
+    model, x = nn.Sequential(HardCodedHeads(), nn.GELU(), HardCodedHeads()).eval(), torch.randn(2, 5, 16)
+    graph = DependencyGraph.build(model, x)
+    with pytest.raises(
+        ValueError, match=r"module '0' \(HardCodedHeads\).*the model has 2 HardCodedHeads"
+    ) as err:
+        apply_plan(model, build_plan(model, graph, 0.5))
+    suggested = re.search(r"ignore=(\[n for n.*?\]) keeps", str(err.value)).group(1)  # type: ignore[union-attr]
+    ignore = eval(suggested, {"model": model})  # the expression the message suggests
+    assert ignore == ["0", "2"]
+    kept_whole = DependencyGraph.build(model, x, ignore=ignore)
+    assert apply_plan(model, build_plan(model, kept_whole, 0.5))(x).shape == x.shape

@@ -76,21 +76,22 @@ def verify_pruned(pruned: nn.Module, trace: Trace, replay: Replay, expected: lis
     try:
         got = trace_model(pruned, replay.example_inputs)  # eval mode, no grad
     except Exception as error:  # the user's forward failed on the pruned model: say where it came from
+        name = _failing_module(pruned, error)
         raise PrunedModelMismatchError(
-            f"the pruned model fails on the example inputs in {_failing_module(pruned, error)} "
+            f"the pruned model fails on the example inputs in {_where(name, modules)} "
             f"({type(error).__name__}: {error}). Its forward likely uses a size it stores or hard-codes (a "
-            f"head count or head size, a flatten width); {_FIX}"
+            f"head count or head size, a flatten width); {_fix(name, modules)}"
         ) from error
     for name, (before, after) in _by_module(trace, got).items():
-        where = f"module {name!r} ({modules.get(name, '?')})" if name else "the model's own forward"
+        where, fix = _where(name, modules), _fix(name, modules)
         aligned = len(before)
         for index, (old, new) in enumerate(zip(before, after, strict=False)):
             if old.func != new.func:  # ATen decompositions depend on sizes (a Linear to one feature,
                 aligned = index  # a matmul over one head): the rest is compared by constants only
                 break
             want = _first_shape(old, expected)
-            _check_shape(old, new, want, _first_shape(new, got.shapes), f"op {index} of {where}")
-            _check_constants(old, new, trace, got, f"op {index} of {where}")
+            _check_shape(new, want, _first_shape(new, got.shapes), f"op {index} of {where}", fix)
+            _check_constants(old, new, trace, got, f"op {index} of {where}", fix)
             if _shrinks_to_one(want, _first_shape(old, trace.shapes)):
                 aligned = index + 1  # ops reading size-1 dims take other decompositions (einsum
                 break  # squeezes them): the rest is compared by constants only
@@ -100,42 +101,60 @@ def verify_pruned(pruned: nn.Module, trace: Trace, replay: Replay, expected: lis
         for i, j, size in rest.get_matching_blocks():
             for k in range(size):
                 old, new = before[aligned + i + k], after[aligned + j + k]
-                _check_constants(old, new, trace, got, f"op {aligned + i + k} of {where}")
+                _check_constants(old, new, trace, got, f"op {aligned + i + k} of {where}", fix)
 
 
 def _check_shape(
-    old: Op, new: Op, want: tuple[int, ...] | None, have: tuple[int, ...] | None, op: str
+    new: Op, want: tuple[int, ...] | None, have: tuple[int, ...] | None, op: str, fix: str
 ) -> None:
     if want != have:
         raise PrunedModelMismatchError(
             f"the pruned model does not compute what the plan predicts: {op}, aten.{new.func.__name__}, "
             f"gives shape {have}, the plan predicts {want}. The forward likely reshapes with a size it "
-            f"stores (a head count or head size) that was not updated; {_FIX}"
+            f"stores (a head count or head size) that was not updated; {fix}"
         )
 
 
-def _check_constants(old: Op, new: Op, trace: Trace, got: Trace, op: str) -> None:
+def _check_constants(old: Op, new: Op, trace: Trace, got: Trace, op: str, fix: str) -> None:
     if (was := _constants(old, trace)) != (now := _constants(new, got)):
         raise PrunedModelMismatchError(
             f"the pruned model does not compute what the original did on the kept channels: {op}, "
             f"aten.{new.func.__name__}, computes with {now} where the original used {was}. The forward "
             f"likely derives a scale from a size that pruning changed (1/sqrt(head_dim) when head_dim "
-            f"shrinks); {_FIX}"
+            f"shrinks); {fix}"
         )
 
 
 def _failing_module(model: nn.Module, error: BaseException) -> str:
-    """The innermost module of ``model`` whose code is on ``error``'s traceback, as the errors name it."""
+    """Name of the innermost module of ``model`` whose code is on ``error``'s traceback."""
     names = {id(module): name for name, module in model.named_modules()}
-    found, frame = None, error.__traceback__
+    found, frame = "", error.__traceback__
     while frame is not None:
-        owner = frame.tb_frame.f_locals.get("self")
-        if id(owner) in names:
-            found = owner
+        found = names.get(id(frame.tb_frame.f_locals.get("self")), found)
         frame = frame.tb_next
-    if found is None or found is model:
-        return "the model's own forward"
-    return f"module {names[id(found)]!r} ({type(found).__name__})"
+    return found
+
+
+def _where(name: str, modules: Mapping[str, str]) -> str:
+    return f"module {name!r} ({modules.get(name, '?')})" if name else "the model's own forward"
+
+
+def _fix(name: str, modules: Mapping[str, str]) -> str:
+    """How to get past the error; where other modules share the class (and so the forward) of the one
+    that failed, an ``ignore`` list that keeps them all whole."""
+    kind = modules.get(name)
+    count = sum(k == kind for k in modules.values()) if name else 0
+    every = (
+        f" (the model has {count} {kind} modules; ignore=[n for n, m in model.named_modules() if "
+        f"type(m).__name__ == {kind!r}] keeps all of them whole)"
+        if count > 1
+        else ""
+    )
+    return (
+        "the model passed to apply_plan is unchanged (unless inplace=True). Fix: keep that module out of "
+        f"pruning with ignore=[...]{every}, try heads='heads' or heads='head_dim', or set the attribute "
+        "after pruning and pass verify=False"
+    )
 
 
 def _by_module(trace: Trace, got: Trace) -> dict[str, tuple[list[Op], list[Op]]]:
@@ -172,10 +191,3 @@ def _constants(op: Op, trace: Trace) -> list[float]:
         elif (isinstance(value, float) and value == value) or (isinstance(value, int) and arithmetic):
             found.append(value)
     return found
-
-
-_FIX = (
-    "the model passed to apply_plan is unchanged (unless inplace=True). Fix: keep that module out of "
-    "pruning with ignore=[...], try heads='heads' or heads='head_dim', or set the attribute after pruning "
-    "and pass verify=False"
-)
