@@ -153,6 +153,27 @@ def test_llama_gqa_removes_a_kv_head_with_its_query_heads_and_keeps_rope_head_di
     assert all("self_attn" not in name for g in head_dim.groups for name in g.modules())
 
 
+def test_llama_gqa_pruned_twice_updates_the_query_heads_per_kv_head() -> None:
+    model = _model("hf_llama")
+    inputs = {**hf_inputs("hf_llama"), "attention_mask": torch.tensor([[1] * 7, [1] * 5 + [0] * 2])}
+    graph = DependencyGraph.build(model, inputs)  # a padded batch: repeat_kv, not SDPA's enable_gqa
+    kv_heads = _attention_group(graph, "layers.0.self_attn.k_proj.weight")
+    once = apply_plan(model, PruningPlan(graph, {kv_heads.index: [1]}))
+    graph = DependencyGraph.build(once, inputs)  # one kv head left, serving 4 query heads
+    group = _attention_group(graph, "layers.0.self_attn.q_proj.weight")
+    assert group.size == 4 and "layers.0.self_attn.k_proj" not in group.modules()
+    zeroed = copy.deepcopy(once)
+    tensors = dict(zeroed.named_parameters())
+    with torch.no_grad():  # a query head alone is silenced by its o_proj columns (q = 0 still averages v)
+        for m, member in enumerate(group.members):
+            tensors[member.tensor].index_fill_(member.dim, torch.as_tensor(group.indices(m, [0, 3])), 0.0)
+    twice = apply_plan(zeroed, PruningPlan(graph, {group.index: [0, 3]}))
+    attention = twice.layers[0].self_attn
+    widths = (attention.q_proj.out_features, attention.k_proj.out_features)
+    assert widths == (8, 4) and attention.num_key_value_groups == 2  # 2 query heads, 1 kv head
+    torch.testing.assert_close(_output(twice, inputs), _output(zeroed, inputs), rtol=1e-5, atol=1e-5)
+
+
 def test_gpt2_conv1d_and_split_size_follow_pruning() -> None:
     model, inputs = _model("hf_gpt2"), hf_inputs("hf_gpt2")
     graph = DependencyGraph.build(model, inputs)

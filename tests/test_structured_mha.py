@@ -13,7 +13,7 @@ from torch import nn
 from prunekit.graph import DependencyGraph
 from prunekit.plan import PruningPlan, apply_plan, build_plan
 from structured_zoo import SelfAttention, ViT, build
-from test_structured_exact import assert_exact, zero_producers
+from test_structured_exact import assert_exact, prune_zeroed, zero_producers
 
 
 def test_mha_is_traced_unfused_and_pinned() -> None:
@@ -172,4 +172,33 @@ def test_a_fused_qkv_with_fewer_kv_heads_is_not_read_as_equal_thirds() -> None:
     zero_producers(zeroed, group, [0, 1])
     pruned = apply_plan(zeroed, PruningPlan(graph, {group.index: [0, 1]}))  # the attention's stored
     assert (pruned[0].num_heads, pruned[0].num_key_value_heads) == (4, 2)  # counts stay as they were
+    assert_exact(pruned, zeroed, x)
+
+
+class OneHead(nn.Module):
+    """What a pruned attention looks like with one head left: ``view(b, n, -1, head_dim)`` gives
+    ``(b, n, 1, 8)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head_dim = 8
+        self.q, self.k, self.v, self.o = (
+            nn.Linear(16, 8),
+            nn.Linear(16, 8),
+            nn.Linear(16, 8),
+            nn.Linear(8, 16),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        q, k, v = (p(x).view(b, n, -1, self.head_dim).transpose(1, 2) for p in (self.q, self.k, self.v))
+        return self.o(F.scaled_dot_product_attention(q, k, v, scale=0.3).transpose(1, 2).reshape(b, n, -1))
+
+
+def test_the_last_head_is_one_channel_in_heads_mode() -> None:
+    model, x = OneHead().eval(), torch.randn(2, 5, 16)
+    graph = DependencyGraph.build(model, x, heads="heads")
+    attention = [g.size for g in graph.groups if {"q", "k", "v"} & set(g.modules())]
+    assert attention and set(attention) == {1}  # before: its 8 dims, and pruning them broke the view
+    pruned, zeroed, _ = prune_zeroed(model, graph, list(graph.groups), torch.Generator().manual_seed(0))
     assert_exact(pruned, zeroed, x)

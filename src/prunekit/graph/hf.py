@@ -124,6 +124,10 @@ def update_attention(model: nn.Module, heads: str) -> dict[str, Attention]:
         for attr in _WIDTH:
             if isinstance(getattr(module, attr, None), int):
                 setattr(module, attr, q)
+        counts = {"num_key_value_groups": q // k, **dict.fromkeys(_KV_HEADS, k // d)}  # grouped-query:
+        for attr, value in counts.items():  # q heads per kv head change once the kv heads are down to one
+            if isinstance(getattr(module, attr, None), int):
+                setattr(module, attr, value)
         scale = next((v for n in _SCALE if (v := _scalar(getattr(module, n, None))) is not None), None)
         derived = scale is not None and any(math.isclose(scale, old_d**p, rel_tol=1e-6) for p in (-0.5, 0.5))
         stale = derived and d != old_d

@@ -29,7 +29,7 @@ def view(ctx: Context, op: Op) -> list[Labels]:
         if n == 1:
             ctx.uf.pin(labels[d])
     hint = ctx.hints.get(out_refs(op)[0].node)
-    for ins, outs in _factor_groups(in_shape, out_shape):
+    for ins, outs in _factor_groups(in_shape, out_shape, hint):
         flat = _merge(ctx, [labels[d] for d in ins], [(x.node, d) in ctx.broadcast for d in ins])
         keep = outs.index(hint) if hint in outs else None
         for d, vec in zip(outs, _unmerge(ctx, flat, [out_shape[d] for d in outs], keep), strict=True):
@@ -37,10 +37,14 @@ def view(ctx: Context, op: Op) -> list[Labels]:
     return [[np.zeros(n, dtype=np.int64) if v is None else v for v, n in zip(out, out_shape, strict=True)]]
 
 
-def _factor_groups(in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> list[tuple[list, list]]:
-    """Pairs (input dims, output dims) with equal size products, size-1 dims left out."""
+def _factor_groups(
+    in_shape: tuple[int, ...], out_shape: tuple[int, ...], hint: int | None = None
+) -> list[tuple[list, list]]:
+    """Pairs (input dims, output dims) with equal size products, size-1 dims left out except the
+    hinted one (one head left: ``(…, D) → (…, 1, D)``; one head dim: ``(…, H) → (…, H, 1)``), which
+    joins the group of the dim it was split with."""
     ins = [d for d, n in enumerate(in_shape) if n != 1]
-    outs = [d for d, n in enumerate(out_shape) if n != 1]
+    outs = [d for d, n in enumerate(out_shape) if n != 1 or d == hint]
     groups, i, j = [], 0, 0
     while i < len(ins) and j < len(outs):
         gi, go = [ins[i]], [outs[j]]
@@ -53,6 +57,9 @@ def _factor_groups(in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> lis
             else:
                 go.append(outs[j])
                 po, j = po * out_shape[outs[j]], j + 1
+        if j == len(outs) - 1 and outs[j] == hint and out_shape[hint] == 1:  # a last (…, H, 1): its
+            go.append(outs[j])  # group is H's; a size-1 H before D starts D's group above
+            j += 1
         groups.append((gi, go))
     return groups
 
@@ -85,6 +92,10 @@ def _unmerge(ctx: Context, flat: np.ndarray, sizes: list[int], hint: int | None)
     roots = ctx.uf.find(grid)
     out = [np.zeros(n, dtype=np.int64) for n in sizes]
     if not roots.any():
+        return out
+    if hint is not None and sizes[hint] == 1:  # one head (or one head dim) left: all of it is one channel
+        ctx.uf.union(flat, flat[:1])
+        out[hint] = flat[:1]
         return out
     order = hinted_order(sizes, hint)
     for k in order:
