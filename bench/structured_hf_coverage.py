@@ -3,13 +3,14 @@
 For each architecture (a tiny random config built offline, weights of unit scale: the default init
 std 0.02 makes attention near uniform and hides a wrong scale) and each head mode (``heads``: whole
 heads go; ``head_dim``: dims of every head go): build the graph, choose half the channels of every
-group without a norm layer (then, in a second run, all but one: size-1 dims take other code paths),
-zero what produces them, prune exactly those with ``apply_plan`` (its
+group without a norm layer, zero their weights, prune exactly those with ``apply_plan`` (its
 pruned-model check on), and compare outputs with the zeroed model's (relative error of the first
 output). Then ``save_pretrained`` and reload with ``from_pretrained``, or with
 ``prunekit.graph.hf.load_pretrained`` where ``apply_plan`` warned that the config cannot describe
-the pruned model, and compare again. A refusal is a success when its reason is stated; "WRONG" is
-the only failure.
+the pruned model, and compare again. Two more runs per mode: "one left" keeps one channel of every
+group (size-1 heads and head dims take other code paths), "twice" prunes half, then half of what is
+left, tracing the pruned model. A refusal is a success when its reason is stated; "WRONG" is the
+only failure.
 
     python bench/structured_hf_coverage.py            # all architectures (~15 s)
     python bench/structured_hf_coverage.py --quick    # ≤ 60 s: eight of them
@@ -196,12 +197,48 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float("inf") if a.shape != b.shape else ((a - b).norm() / a.norm()).item()
 
 
-def check(name: str, heads: str, one_left: bool = False) -> dict:
+def check(name: str, heads: str, one_left: bool = False, rounds: int = 1) -> dict:
     """One architecture in one head mode: ``status`` ok / refused / WRONG and the measurements.
-    ``one_left``: every group keeps one channel (one head, one head dim) instead of half."""
+    ``one_left``: every group keeps one channel (one head, one head dim) instead of half; ``rounds``:
+    prune that many times, each time tracing the model the round before pruned."""
     factory, inputs = CASES[name]
     torch.manual_seed(0)
-    model = _unit_weights(factory())
+    model = pruned = _unit_weights(factory())
+    generator, errors, groups, use_ours = torch.Generator().manual_seed(0), [], [], False
+    for _ in range(rounds):
+        outcome = _prune_zeroed(pruned, inputs, heads, one_left, generator)
+        if isinstance(outcome, dict):
+            return outcome
+        zeroed, pruned, count, warned = outcome
+        with torch.no_grad():
+            expected, got = _first(zeroed(**inputs)), _first(pruned(**inputs))
+        errors.append(_rel(expected, got))
+        groups.append(count)
+        use_ours |= warned
+    result = {
+        "groups": groups[0] if rounds == 1 else groups,
+        "params_kept": sum(p.numel() for p in pruned.parameters())
+        / sum(p.numel() for p in model.parameters()),
+        "rel_error": max(errors),
+    }
+    with tempfile.TemporaryDirectory() as directory:
+        pruned.save_pretrained(directory)
+        loaded = (
+            load_pretrained(type(pruned), directory) if use_ours else type(pruned).from_pretrained(directory)
+        )
+    with torch.no_grad():
+        result["reload_rel_error"] = _rel(got, _first(loaded.eval()(**inputs)))
+    result["reload"] = "load_pretrained" if use_ours else "from_pretrained"
+    exact = result["rel_error"] < 1e-5 and result["reload_rel_error"] < 1e-5
+    return {"status": "ok" if exact else "WRONG", **result}
+
+
+def _prune_zeroed(
+    model: nn.Module, inputs: dict, heads: str, one_left: bool, generator: torch.Generator
+) -> tuple[nn.Module, nn.Module, int, bool] | dict:
+    """Choose channels of every group without a norm layer, zero their weights on both sides (a query
+    head alone is silenced by its output-projection columns only), prune exactly those:
+    ``(zeroed, pruned, groups, whether apply_plan pointed to load_pretrained)``, or a refusal."""
     try:
         with warnings.catch_warnings():  # parameters the forward does not read (a mask token) stay whole
             warnings.simplefilter("ignore")
@@ -211,7 +248,6 @@ def check(name: str, heads: str, one_left: bool = False) -> dict:
     modules = dict(model.named_modules())
     groups = [g for g in graph.groups if g.size > 1 and not any("Norm" in type(modules[m.module]).__name__
                                                                  for m in g.members)]  # fmt: skip
-    generator = torch.Generator().manual_seed(0)
     removals = {
         g.index: torch.randperm(g.size, generator=generator)[
             : g.size - 1 if one_left else g.size // 2
@@ -223,34 +259,15 @@ def check(name: str, heads: str, one_left: bool = False) -> dict:
     with torch.no_grad():
         for group in groups:
             for m, member in enumerate(group.members):
-                if member.role == "out":
-                    index = torch.as_tensor(group.indices(m, removals[group.index]))
-                    tensors[member.tensor].index_fill_(member.dim, index, 0.0)
+                index = torch.as_tensor(group.indices(m, removals[group.index]))
+                tensors[member.tensor].index_fill_(member.dim, index, 0.0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             pruned = apply_plan(zeroed, PruningPlan(graph, removals))
         except ValueError as error:
             return {"status": "refused", "at": "prune", "reason": f"{type(error).__name__}: {error}"[:200]}
-    with torch.no_grad():
-        expected, got = _first(zeroed(**inputs)), _first(pruned(**inputs))
-    result = {
-        "groups": len(groups),
-        "params_kept": sum(p.numel() for p in pruned.parameters())
-        / sum(p.numel() for p in model.parameters()),
-        "rel_error": _rel(expected, got),
-    }
-    use_ours = any("load_pretrained" in str(w.message) for w in caught)
-    with tempfile.TemporaryDirectory() as directory:
-        pruned.save_pretrained(directory)
-        loaded = (
-            load_pretrained(type(pruned), directory) if use_ours else type(pruned).from_pretrained(directory)
-        )
-    with torch.no_grad():
-        result["reload_rel_error"] = _rel(got, _first(loaded.eval()(**inputs)))
-    result["reload"] = "load_pretrained" if use_ours else "from_pretrained"
-    exact = result["rel_error"] < 1e-5 and result["reload_rel_error"] < 1e-5
-    return {"status": "ok" if exact else "WRONG", **result}
+    return zeroed, pruned, len(groups), any("load_pretrained" in str(w.message) for w in caught)
 
 
 def _table(results: dict[str, dict[str, dict]]) -> str:
@@ -279,8 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     start, results = time.perf_counter(), {}
     for name in QUICK if opts.quick else CASES:
         results[name] = {
-            f"{heads}{', one left' if one_left else ''}": check(name, heads, one_left)
-            for one_left in (False, True)
+            f"{heads}{suffix}": check(name, heads, one_left, rounds)
+            for suffix, one_left, rounds in (("", False, 1), (", one left", True, 1), (", twice", False, 2))
             for heads in ("heads", "head_dim")
         }
     print(_table(results))
