@@ -91,6 +91,19 @@ def test_every_group_down_to_one_channel_is_exact(name: str) -> None:
         assert tensors[member.tensor].shape[member.dim] == len(group.indices(0, [0]))
 
 
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_a_pruned_model_traces_and_prunes_exactly_again(name: str) -> None:
+    model, x = build(name)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(2):  # the second graph is built from the pruned model's own forward
+        graph = DependencyGraph.build(model, x)
+        groups = exact_groups(model, graph)
+        pruned, zeroed, removals = prune_zeroed(model, graph, groups, generator)
+        assert_exact(pruned, zeroed, x)
+        model = pruned
+    assert any(removals.values()) or not groups
+
+
 @pytest.mark.parametrize(
     "name", ["resnet18", "shufflenet_unit", "convnext_block", "unet", "densenet_block", "vit"]
 )
