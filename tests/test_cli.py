@@ -174,3 +174,66 @@ def test_prune_at_init_runs_through_main(tmp_path, capsys):
     assert main([*argv, "--out", str(tmp_path), "--quiet"]) == 0
     masks = Masks.load(tmp_path / "masks.safetensors")
     assert masks.sparsity == pytest.approx(0.5, abs=1e-5)
+
+
+_USER_MODELS = """
+from torch import nn
+
+
+def build(width=8):
+    return nn.Sequential(
+        nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, 4),
+    )
+
+
+NOT_A_FUNCTION = 3
+
+
+def not_a_model(width=8):
+    return "a string"
+"""
+
+
+def test_structured_prune_of_a_model_built_by_the_users_own_function(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from prunekit.graph import load_pruned
+
+    (tmp_path / "my_models.py").write_text(_USER_MODELS)
+    namespace: dict = {}
+    exec(_USER_MODELS, namespace)  # the user's module, without importing it here
+    torch.manual_seed(0)
+    weights = save_weights(namespace["build"](width=16), tmp_path / "w.safetensors")
+    command = [str(Path(sys.executable).parent / "prunekit"), "prune", "--model", "my_models:build"]
+    command += ["--model-arg", "width=16", "--weights", str(weights), "--structured", "--ratio", "0.5"]
+    command += ["--input-shape", "1,3,8,8", "--out", str(tmp_path / "o"), "--quiet"]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)  # the module
+    assert done.returncode == 0, done.stderr  # is found in the folder prunekit runs in, as with `python -m`
+    pruned = load_pruned(lambda: namespace["build"](width=16), tmp_path / "o")
+    assert (pruned[0].out_channels, pruned[1].num_features, pruned[5].in_features) == (8, 8, 8)
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["params_after"] < summary["params_before"]
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("resnet", "--model 'resnet' is neither a zoo model (lenet5, "),
+        ("no_such_module:build", "cannot import 'no_such_module'"),
+        ("my_models:nope", "'my_models' has no attribute 'nope'"),
+        ("my_models:NOT_A_FUNCTION", "'NOT_A_FUNCTION' (int) is not a function or class"),
+        ("my_models:not_a_model", "returned a str, not a torch.nn.Module"),
+        ("my_models:", "write module:function"),
+    ],
+)
+def test_a_model_spec_that_builds_nothing_is_a_clear_error(tmp_path, monkeypatch, capsys, model, message):
+    (tmp_path / "my_models.py").write_text(_USER_MODELS)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(tmp_path)
+    args = ["prune", "--model", model, "--weights", str(tmp_path / "w.safetensors"), "--structured"]
+    assert main([*args, "--ratio", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("prunekit prune: error:") and message in err

@@ -20,6 +20,7 @@ from .cli_run import add_command as add_run_command
 from .cli_sweep import add_command as add_sweep_command
 from .data import dataset_names, load_dataset, make_loader
 from .demo import DemoConfig, run_demo
+from .model_spec import build_model
 from .scoring import SCORERS
 from .selection import COLLAPSE_POLICIES, SCOPES
 
@@ -85,13 +86,18 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 def _add_prune(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
-        "prune", parents=[_common()], help="prune a saved model of the zoo (unstructured, N:M or blocks)"
+        "prune",
+        parents=[_common()],
+        help="prune saved weights of a zoo model or your own (unstructured, N:M, blocks, or channels)",
     )
     p.add_argument(
-        "--model", required=True, choices=zoo.model_names(), help="zoo architecture of the weights"
+        "--model",
+        required=True,
+        help=f"zoo architecture ({', '.join(zoo.model_names())}) or module:function building your model "
+        "(imported from the current folder)",
     )
     p.add_argument(
-        "--model-arg", action="append", default=[], help="KEY=INT argument of the zoo model (repeat)"
+        "--model-arg", action="append", default=[], help="KEY=INT argument of the model's builder (repeat)"
     )
     p.add_argument("--weights", required=True, help="state_dict: .safetensors or torch.save'd file")
     p.add_argument("--method", default="magnitude", help="criterion (see `prunekit methods`)")
@@ -146,7 +152,7 @@ def _run_structured(args: argparse.Namespace, model: torch.nn.Module) -> int:
 
 
 def _run_prune(args: argparse.Namespace) -> int:
-    model = load_weights(zoo.get_model(args.model, **_model_args(args.model_arg)), args.weights)
+    model = load_weights(build_model(args.model, **_model_args(args.model_arg)), args.weights)
     if args.structured:
         return _run_structured(args, model)
     sparsity = args.sparsity
