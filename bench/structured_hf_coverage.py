@@ -174,6 +174,71 @@ CASES: dict[str, Case] = {
         ),
         _PIXELS,
     ),
+    "qwen3": (lambda: tf.Qwen3Model(tf.Qwen3Config(**_TEXT, num_key_value_heads=2, head_dim=8)), _IDS),
+    "gemma": (lambda: tf.GemmaModel(tf.GemmaConfig(**_TEXT, num_key_value_heads=2, head_dim=8)), _IDS),
+    "olmo2": (lambda: tf.Olmo2Model(tf.Olmo2Config(**_TEXT, num_key_value_heads=2)), _IDS),
+    "stablelm": (lambda: tf.StableLmModel(tf.StableLmConfig(**_TEXT, num_key_value_heads=2)), _IDS),
+    "granite": (lambda: tf.GraniteModel(tf.GraniteConfig(**_TEXT, num_key_value_heads=2)), _IDS),
+    "whisper encoder": (
+        lambda: tf.WhisperModel(
+            tf.WhisperConfig(
+                vocab_size=50,
+                d_model=32,
+                encoder_layers=1,
+                decoder_layers=1,
+                encoder_attention_heads=4,
+                decoder_attention_heads=4,
+                encoder_ffn_dim=64,
+                decoder_ffn_dim=64,
+                num_mel_bins=8,
+                max_source_positions=8,
+                max_target_positions=8,
+                pad_token_id=0,
+                bos_token_id=1,
+                eos_token_id=2,
+                decoder_start_token_id=1,
+            )
+        ).get_encoder(),
+        {"input_features": torch.randn(1, 8, 16, generator=_G)},
+    ),
+    "wav2vec2": (
+        lambda: tf.Wav2Vec2Model(
+            tf.Wav2Vec2Config(
+                hidden_size=32,
+                num_hidden_layers=1,
+                num_attention_heads=4,
+                intermediate_size=64,
+                conv_dim=(8, 8),
+                conv_stride=(5, 2),
+                conv_kernel=(10, 3),
+                num_conv_pos_embeddings=16,
+                num_conv_pos_embedding_groups=4,
+            )
+        ),
+        {"input_values": torch.randn(1, 400, generator=_G)},
+    ),
+    "deit": (lambda: tf.DeiTModel(tf.DeiTConfig(**_VISION)), _PIXELS),
+    "beit": (lambda: tf.BeitModel(tf.BeitConfig(**_VISION, vocab_size=50)), _PIXELS),
+    "clip vision": (lambda: tf.CLIPVisionModel(tf.CLIPVisionConfig(**_VISION)), _PIXELS),
+    "vit-mae (fixed noise)": (
+        lambda: tf.ViTMAEModel(tf.ViTMAEConfig(**_VISION, mask_ratio=0.0)),
+        {**_PIXELS, "noise": torch.rand(1, 16, generator=_G)},  # its patch shuffle is random otherwise
+    ),
+    "convnext": (
+        lambda: tf.ConvNextModel(tf.ConvNextConfig(hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1])),
+        _PIXELS,
+    ),
+    "segformer": (
+        lambda: tf.SegformerModel(
+            tf.SegformerConfig(
+                hidden_sizes=[8, 16, 24, 32],
+                num_attention_heads=[1, 2, 2, 4],
+                depths=[1, 1, 1, 1],
+                decoder_hidden_size=16,
+            )
+        ),
+        _PIXELS,
+    ),
 }
 QUICK = ("bert (eager)", "distilbert", "gpt2 (eager)", "llama (gqa, padded)", "t5 encoder", "bloom")
 QUICK += ("clip text", "dinov2")

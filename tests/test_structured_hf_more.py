@@ -1,4 +1,4 @@
-"""Structured pruning of more transformers families: DistilBERT, T5, BLOOM and Qwen2 attention, and the
+"""Structured pruning of more transformers families: DistilBERT, T5, BLOOM, Qwen2, StableLM attention, and the
 FFN width under each family's config field (OPT, GPT-NeoX, GPT-J, BART, Phi-3, gated T5, DistilBERT)."""
 
 from __future__ import annotations
@@ -55,6 +55,8 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
         d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=4,
         encoder_ffn_dim=64, decoder_ffn_dim=64, **SMALL)),
     "phi3": lambda: tf.Phi3Model(tf.Phi3Config(intermediate_size=64, num_key_value_heads=2, **DECODER)),
+    "stablelm": lambda: tf.StableLmModel(tf.StableLmConfig(intermediate_size=64, num_key_value_heads=2,
+                                                           **DECODER)),
 }  # fmt: skip
 
 
@@ -153,6 +155,12 @@ def test_t5_heads_take_the_shared_relative_position_bias_along() -> None:
         ("distilbert", "heads", {"n_heads": 2, "attention_head_size": 8}, {"n_heads": 2, "hidden_dim": 32}),
         ("distilbert", "head_dim", {"n_heads": 4, "attention_head_size": 4}, {"n_heads": 4, "dim": 32}),
         ("bloom", "head_dim", {"num_heads": 4, "head_dim": 4, "split_size": 16}, {"n_head": 4}),
+        (  # stores its kv head count on the module (before: stale after pruning and after reloading)
+            "stablelm",
+            "heads",
+            {"num_heads": 2, "num_key_value_heads": 1, "num_key_value_groups": 2, "head_dim": 8},
+            {"num_attention_heads": 2, "num_key_value_heads": 1},
+        ),
     ],
 )
 def test_config_that_cannot_say_the_head_size_reloads_with_load_pretrained(

@@ -191,7 +191,7 @@ def load_pretrained(model_class: type, directory: str | os.PathLike[str]) -> nn.
             if scale and scale[0] is not None and (built := getattr(module, name, None)) is not None:
                 setattr(module, name, _like(built, scale[0]))
         values = {"num_key_value_groups": h // kv, **dict.fromkeys(_WIDTH, h * d)}
-        values |= dict.fromkeys(_HEAD_DIM, d) | dict.fromkeys(_NUM_HEADS, h)
+        values |= dict.fromkeys(_HEAD_DIM, d) | dict.fromkeys(_NUM_HEADS, h) | dict.fromkeys(_KV_HEADS, kv)
         for name, value in values.items():
             if isinstance(getattr(module, name, None), int):
                 setattr(module, name, value)
