@@ -243,3 +243,40 @@ def test_embedding_bag_features_prune_exactly(mode: str) -> None:
     assert (pruned.bags.embedding_dim, pruned.bags.weight.shape, pruned.head.in_features) == (6, (20, 6), 6)
     with torch.no_grad():
         torch.testing.assert_close(pruned(*inputs), zeroed(*inputs), rtol=1e-6, atol=1e-6)
+
+
+def _discriminator() -> nn.Module:
+    from torch.nn.utils.parametrizations import spectral_norm
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        spectral_norm(nn.Conv2d(3, 8, 3, padding=1)),
+        nn.LeakyReLU(0.2),
+        spectral_norm(nn.Conv2d(8, 8, 3, padding=1)),
+        nn.LeakyReLU(0.2),
+        nn.Flatten(),
+        spectral_norm(nn.Linear(8 * 6 * 6, 1)),
+    )
+    with torch.no_grad():
+        for _ in range(3):  # power iterations: u and v leave their random start
+            model(torch.randn(4, 3, 6, 6))
+    return model.eval()
+
+
+def test_spectral_normed_layers_prune_exactly_with_their_power_iteration_vectors(tmp_path: Path) -> None:
+    model, x = _discriminator(), torch.randn(2, 3, 6, 6)
+    graph = DependencyGraph.build(model, x)  # before: refused at aten.mv
+    assert [g.size for g in graph.groups] == [8, 8]
+    assert {"0.parametrizations.weight.0._u", "2.parametrizations.weight.0._v"} <= {
+        m.tensor for m in graph.groups[0].members
+    }  # σ = u·(W v) keeps its value over the kept rows and columns
+    pruned, zeroed, removals = prune_zeroed(
+        model, graph, list(graph.groups), torch.Generator().manual_seed(0)
+    )
+    kept = [8 - len(removals[g.index]) for g in graph.groups]
+    assert (pruned[0].out_channels, pruned[2].in_channels, pruned[2].out_channels) == (kept[0], *kept)
+    assert pruned[2].parametrizations.weight[0]._v.shape == (kept[0] * 9,)
+    assert_exact(pruned, zeroed, x)
+    loaded = load_pruned(_discriminator, save_pruned(pruned, tmp_path / "d"))
+    torch.testing.assert_close(loaded.eval()(x), pruned(x), rtol=0, atol=0)
+    pruned.train()(x)  # the power iteration runs on the sliced u and v

@@ -106,11 +106,11 @@ def resize_to_shapes(model: nn.Module, shapes: Mapping[str, tuple[int, ...]]) ->
             store = module._parameters if local in module._parameters else module._buffers
             store[local] = new[id(tensor)][1]
             resized = True
+            if (parent := parametrized_module(prefix + local)) is not None:  # weight_norm's g and v
+                touched.append(model.get_submodule(parent))
         if resized:
             touched.append(module)
-            if (parent := parametrized_module(prefix)) is not None:  # a weight_norm layer's g and v
-                touched.append(model.get_submodule(parent))
-    for module in touched:
+    for module in dict.fromkeys(touched):  # a weight_norm layer is reached from g and from v
         update_attributes(module)
     return model
 

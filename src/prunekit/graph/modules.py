@@ -12,6 +12,7 @@ dim longer than one is a channel dim with role ``"out"``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -58,12 +59,13 @@ def handler_for(module: nn.Module) -> ModuleHandler | None:
 
 
 def parametrized_module(tensor: str) -> str | None:
-    """For a tensor of ``torch.nn.utils.parametrize`` (``conv.parametrizations.weight.original0``) the
-    name of the module it parametrizes (``conv``); ``None`` for any other tensor."""
-    if tensor.startswith("parametrizations."):
-        return ""
-    head, found, _ = tensor.partition(".parametrizations.")
-    return head if found else None
+    """For an original of ``torch.nn.utils.parametrize`` (``conv.parametrizations.weight.original0``)
+    the name of the module it parametrizes (``conv``); ``None`` for any other tensor, also for the
+    parametrization's own (spectral norm's ``conv.parametrizations.weight.0._u``)."""
+    head, found, rest = f".{tensor}".rpartition(".parametrizations.")
+    if not found or not re.fullmatch(r"[^.]+\.original\d*", rest):
+        return None
+    return head[1:]
 
 
 def weight_norm_hooks(module: nn.Module) -> list[Any]:

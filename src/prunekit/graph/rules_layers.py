@@ -80,6 +80,20 @@ def mm(ctx: Context, op: Op) -> list[Labels]:
     return [out]
 
 
+def mv(ctx: Context, op: Op) -> list[Labels]:
+    """``mv(M (n, m), v (m,))`` → ``(n,)``: ``m`` joins ``v``, ``n`` passes (spectral norm's ``W·v``)."""
+    ml, vl = ctx.of(op.args[0]), ctx.of(op.args[1])
+    ctx.uf.union(ml[1], vl[0])
+    return [[ml[0]]]
+
+
+def dot(ctx: Context, op: Op) -> list[Labels]:
+    """``dot`` / ``vdot`` of two vectors: their entries join (a removed entry is zero in one of them,
+    so the sum over the kept ones is the same); the scalar result carries no channels."""
+    ctx.uf.union(ctx.of(op.args[0])[0], ctx.of(op.args[1])[0])
+    return [[]]
+
+
 def grouped_mm(ctx: Context, op: Op) -> list[Labels]:
     """``_grouped_mm`` (mixture-of-experts FFNs): tokens ``(T, K)`` grouped by ``offs`` times experts'
     ``(E, K, N)`` gives ``(T, N)``; or ``(E, M, K)`` times ``(E, K, N)``. ``K`` joins, ``N`` passes,
