@@ -280,3 +280,34 @@ def test_spectral_normed_layers_prune_exactly_with_their_power_iteration_vectors
     loaded = load_pruned(_discriminator, save_pruned(pruned, tmp_path / "d"))
     torch.testing.assert_close(loaded.eval()(x), pruned(x), rtol=0, atol=0)
     pruned.train()(x)  # the power iteration runs on the sliced u and v
+
+
+@pytest.mark.parametrize("hook", [False, True], ids=["parametrization", "hook"])
+@pytest.mark.parametrize("dim", [1, None], ids=["dim1", "whole"])
+def test_weight_norm_over_other_dims_prunes_exactly(hook: bool, dim: int | None) -> None:
+    from torch.nn.utils.parametrizations import weight_norm
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        norm = (lambda m: nn.utils.weight_norm(m, dim=dim)) if hook else (lambda m: weight_norm(m, dim=dim))
+        model = nn.Sequential(norm(nn.Conv1d(3, 8, 3, padding=1)), nn.ReLU(), norm(nn.Conv1d(8, 4, 3))).eval()
+    x = torch.randn(2, 3, 12)
+    graph = DependencyGraph.build(model, x)  # before: refused at aten.norm (the norm spans the channels)
+    (group,) = graph.groups
+    zeroed = copy.deepcopy(model)  # silence channels 1, 4, 6 in the weight the layer computes, re-normed
+    g, v = (
+        ("weight_g", "weight_v")
+        if hook
+        else ("parametrizations.weight.original0", "parametrizations.weight.original1")
+    )
+    tensors = dict(zeroed[0].named_parameters())
+    with torch.no_grad():
+        weight = torch._weight_norm(tensors[v], tensors[g], -1 if dim is None else dim)
+        weight[[1, 4, 6]] = 0.0
+        tensors[v].copy_(weight)
+        tensors[g].copy_(torch.norm_except_dim(weight, 2, -1 if dim is None else dim))
+        zeroed[0].bias[[1, 4, 6]] = 0.0
+    pruned = apply_plan(zeroed, PruningPlan(graph, {group.index: [1, 4, 6]}))
+    assert (pruned[0].out_channels, pruned[2].in_channels) == (5, 5)
+    assert_exact(pruned, zeroed, x)  # whole: conv 2's norm spanned its removed inputs, renormalised

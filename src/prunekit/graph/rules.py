@@ -22,7 +22,7 @@ ELEMENTWISE = (
 )  # fmt: skip
 REDUCTIONS = (
     "mean", "sum", "amax", "amin", "max", "min", "var", "std", "prod", "logsumexp", "linalg_vector_norm",
-    "argmax", "argmin", "all", "any", "var_mean", "std_mean",
+    "norm", "argmax", "argmin", "all", "any", "var_mean", "std_mean",
 )  # fmt: skip
 WINDOWED = (
     "max_pool1d", "max_pool2d", "max_pool3d", "max_pool2d_with_indices", "max_pool3d_with_indices",
