@@ -173,13 +173,9 @@ def _channel_dims(
     def dims(owner: str, local: str, kind: str, shape: tuple[int, ...]) -> dict[int, str]:
         if _is_ignored(owner, ignored):
             return {}
-        parent = parametrized_module(f"{owner}.{local}")
-        if parent is not None:  # weight_norm's g and v: the parametrized tensor's dims, where they are full
-            full = dims(parent, owner.rpartition(".")[2], "param", shape)
-            return {d: role for d, role in full.items() if d < len(shape) and shape[d] > 1}
-        normed = next((h.name for h in weight_norm_hooks(modules[owner]) if local in _g_and_v(h.name)), None)
-        if normed is not None:  # the same for the deprecated weight_norm hook's {name}_g and {name}_v
-            full = dims(owner, normed, "param", shape)
+        source = _original_of(modules, owner, local)
+        if source is not None:  # weight_norm's g and v: the dims of the tensor they make, where full
+            full = dims(*source, "param", shape)
             return {d: role for d, role in full.items() if d < len(shape) and shape[d] > 1}
         if owner not in handled:
             handler = handler_for(modules[owner])
@@ -193,8 +189,17 @@ def _channel_dims(
     return dims
 
 
-def _g_and_v(name: str) -> tuple[str, str]:
-    return f"{name}_g", f"{name}_v"
+def _original_of(modules: dict[str, nn.Module], owner: str, local: str) -> tuple[str, str] | None:
+    """``(module, tensor name)`` of the tensor that ``owner.local`` is an original of: a parametrized
+    one (``conv.parametrizations.weight.original0`` → ``("conv", "weight")``) or the weight a
+    deprecated ``weight_norm`` hook computes (``conv.weight_g`` → ``("conv", "weight")``)."""
+    parent = parametrized_module(f"{owner}.{local}")
+    if parent is not None:
+        return parent, owner.rpartition(".")[2]
+    hook = next(
+        (h for h in weight_norm_hooks(modules[owner]) if local in (f"{h.name}_g", f"{h.name}_v")), None
+    )
+    return None if hook is None else (owner, hook.name)
 
 
 def _saved_float(module: nn.Module, local: str) -> bool:

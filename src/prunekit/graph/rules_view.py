@@ -38,7 +38,7 @@ def view(ctx: Context, op: Op) -> list[Labels]:
 
 
 def _factor_groups(
-    in_shape: tuple[int, ...], out_shape: tuple[int, ...], hint: int | None = None
+    in_shape: tuple[int, ...], out_shape: tuple[int, ...], hint: int | None
 ) -> list[tuple[list, list]]:
     """Pairs (input dims, output dims) with equal size products, size-1 dims left out except the
     hinted one (one head left: ``(…, D) → (…, 1, D)``; one head dim: ``(…, H) → (…, H, 1)``), which
