@@ -11,9 +11,11 @@ at the user's first call) into one error at prune time that names the op and the
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from difflib import SequenceMatcher
+from functools import partial
 
 import numpy as np
 from torch import nn
@@ -80,10 +82,11 @@ def verify_pruned(pruned: nn.Module, trace: Trace, replay: Replay, expected: lis
         raise PrunedModelMismatchError(
             f"the pruned model fails on the example inputs in {_where(name, modules)} "
             f"({type(error).__name__}: {error}). Its forward likely uses a size it stores or hard-codes (a "
-            f"head count or head size, a flatten width); {_fix(name, modules)}"
+            f"head count or head size, a flatten width); {_fix(name, modules, Counter(modules.values()))}"
         ) from error
+    classes = Counter(modules.values())
     for name, (before, after) in _by_module(trace, got).items():
-        where, fix = _where(name, modules), _fix(name, modules)
+        where, fix = _where(name, modules), partial(_fix, name, modules, classes)  # built on error only
         aligned = len(before)
         for index, (old, new) in enumerate(zip(before, after, strict=False)):
             if old.func != new.func:  # ATen decompositions depend on sizes (a Linear to one feature,
@@ -105,23 +108,23 @@ def verify_pruned(pruned: nn.Module, trace: Trace, replay: Replay, expected: lis
 
 
 def _check_shape(
-    new: Op, want: tuple[int, ...] | None, have: tuple[int, ...] | None, op: str, fix: str
+    new: Op, want: tuple[int, ...] | None, have: tuple[int, ...] | None, op: str, fix: Callable[[], str]
 ) -> None:
     if want != have:
         raise PrunedModelMismatchError(
             f"the pruned model does not compute what the plan predicts: {op}, aten.{new.func.__name__}, "
             f"gives shape {have}, the plan predicts {want}. The forward likely reshapes with a size it "
-            f"stores (a head count or head size) that was not updated; {fix}"
+            f"stores (a head count or head size) that was not updated; {fix()}"
         )
 
 
-def _check_constants(old: Op, new: Op, trace: Trace, got: Trace, op: str, fix: str) -> None:
+def _check_constants(old: Op, new: Op, trace: Trace, got: Trace, op: str, fix: Callable[[], str]) -> None:
     if (was := _constants(old, trace)) != (now := _constants(new, got)):
         raise PrunedModelMismatchError(
             f"the pruned model does not compute what the original did on the kept channels: {op}, "
             f"aten.{new.func.__name__}, computes with {now} where the original used {was}. The forward "
             f"likely derives a scale from a size that pruning changed (1/sqrt(head_dim) when head_dim "
-            f"shrinks); {fix}"
+            f"shrinks); {fix()}"
         )
 
 
@@ -139,11 +142,11 @@ def _where(name: str, modules: Mapping[str, str]) -> str:
     return f"module {name!r} ({modules.get(name, '?')})" if name else "the model's own forward"
 
 
-def _fix(name: str, modules: Mapping[str, str]) -> str:
-    """How to get past the error; where other modules share the class (and so the forward) of the one
-    that failed, an ``ignore`` list that keeps them all whole."""
+def _fix(name: str, modules: Mapping[str, str], classes: Counter[str]) -> str:
+    """How to get past the error; where other modules share the class (``classes``: module class name
+    → count) and so the forward of the one that failed, an ``ignore`` list that keeps them all whole."""
     kind = modules.get(name)
-    count = sum(k == kind for k in modules.values()) if name else 0
+    count = classes[kind] if name and kind is not None else 0
     every = (
         f" (the model has {count} {kind} modules; ignore=[n for n, m in model.named_modules() if "
         f"type(m).__name__ == {kind!r}] keeps all of them whole)"
