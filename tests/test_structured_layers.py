@@ -311,3 +311,18 @@ def test_weight_norm_over_other_dims_prunes_exactly(hook: bool, dim: int | None)
     pruned = apply_plan(zeroed, PruningPlan(graph, {group.index: [1, 4, 6]}))
     assert (pruned[0].out_channels, pruned[2].in_channels) == (5, 5)
     assert_exact(pruned, zeroed, x)  # whole: conv 2's norm spanned its removed inputs, renormalised
+
+
+def test_a_parametrization_without_channel_rules_is_refused_naming_the_module_to_keep_whole() -> None:
+    from torch.nn.utils.parametrizations import orthogonal
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), orthogonal(nn.Linear(8, 8)), nn.ReLU(), nn.Linear(8, 8))
+    model, x = nn.Sequential(*model, nn.ReLU(), nn.Linear(8, 2)).eval(), torch.randn(3, 4)
+    # Q = f(original) mixes every row and column: slicing the original would not slice Q
+    with pytest.raises(
+        ValueError, match=r"aten.tril.default .*ignore=\['2'\] \(the module it parametrizes\)"
+    ):
+        DependencyGraph.build(model, x)
+    graph = DependencyGraph.build(model, x, ignore=["2"])  # the suggestion works; the rest still prunes
+    assert [sorted(g.modules()) for g in graph.groups] == [["4", "6"]]

@@ -177,10 +177,12 @@ def _unsupported(op: Op, modules: dict[str, str]) -> UnsupportedOpError:
         f"module {op.module!r} ({modules.get(op.module, '?')})" if op.module else "the model's own forward"
     )
     why = _WHY.get(op.name, "")
+    owner, inside, _ = f".{op.module}".partition(".parametrizations.")
+    keep = f"ignore={[owner[1:]]!r} (the module it parametrizes)" if inside else "ignore=[...]"
     return UnsupportedOpError(
         f"cannot prune through aten.{op.func.__name__} called in {where}: it touches prunable channels "
         f"and there is no channel rule for it{why}. The model is unchanged. Fix: keep the layers feeding "
-        f"it out of pruning with ignore=[...], or add a rule with "
+        f"it out of pruning with {keep}, or add a rule with "
         f"prunekit.graph.register_op_rule({op.name!r}, rule)"
     )
 
