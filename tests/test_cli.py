@@ -187,6 +187,15 @@ def build(width=8):
     )
 
 
+class TextModel(nn.Module):
+    def __init__(self, vocab=20):
+        super().__init__()
+        self.embed, self.hidden, self.out = nn.Embedding(vocab, 16), nn.Linear(16, 32), nn.Linear(32, 3)
+
+    def forward(self, ids):
+        return self.out(self.hidden(self.embed(ids).mean(1)).relu())
+
+
 NOT_A_FUNCTION = 3
 
 
@@ -216,6 +225,23 @@ def test_structured_prune_of_a_model_built_by_the_users_own_function(tmp_path):
     assert (pruned[0].out_channels, pruned[1].num_features, pruned[5].in_features) == (8, 8, 8)
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["params_after"] < summary["params_before"]
+
+
+def test_structured_prune_of_a_model_that_reads_token_ids(tmp_path, monkeypatch, capsys):
+    from prunekit.graph import load_pruned
+
+    (tmp_path / "my_models.py").write_text(_USER_MODELS)
+    monkeypatch.syspath_prepend(tmp_path)
+    import my_models
+
+    weights = save_weights(my_models.TextModel(), tmp_path / "w.safetensors")
+    args = ["prune", "--model", "my_models:TextModel", "--weights", str(weights), "--structured"]
+    args += ["--ratio", "0.5", "--input-shape", "2,5", "--out", str(tmp_path / "o"), "--quiet"]
+    assert main(args) == 2  # float zeros are no token ids
+    assert "Expected tensor for argument #1 'indices'" in capsys.readouterr().err
+    assert main([*args, "--input-dtype", "int64"]) == 0
+    pruned = load_pruned(my_models.TextModel, tmp_path / "o")
+    assert (pruned.embed.embedding_dim, pruned.hidden.out_features) == (8, 16)
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prunekit.graph import DependencyGraph
+from prunekit.graph import DependencyGraph, ForwardError
 from prunekit.plan import PruningPlan, apply_plan, build_plan
 from test_structured_exact import assert_exact, exact_groups, prune_zeroed
 
@@ -320,3 +320,13 @@ def test_the_fix_names_every_module_sharing_the_failing_forward_and_it_works() -
     assert ignore == ["0", "2"]
     kept_whole = DependencyGraph.build(model, x, ignore=ignore)
     assert apply_plan(model, build_plan(model, kept_whole, 0.5))(x).shape == x.shape
+
+
+def test_a_forward_that_fails_on_the_example_inputs_says_so_with_their_shapes() -> None:
+    model = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 2))
+    with pytest.raises(
+        ForwardError, match=r"fails on the example inputs \(\(2, 3\) float32\): RuntimeError: "
+    ) as err:
+        DependencyGraph.build(model, torch.zeros(2, 3))  # token ids must be integers
+    assert isinstance(err.value, ValueError) and isinstance(err.value.__cause__, RuntimeError)
+    assert DependencyGraph.build(model, torch.zeros(2, 3, dtype=torch.int64)).groups  # the fix works

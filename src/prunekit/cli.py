@@ -109,6 +109,12 @@ def _add_prune(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset", choices=dataset_names(), help="data for data-needing criteria")
     p.add_argument("--batches", type=int, default=8, help="batches of data read by the criterion")
     p.add_argument("--input-shape", default="1,1,28,28", help="example input shape for MAC counts")
+    p.add_argument(
+        "--input-dtype",
+        default="float32",
+        choices=tuple(_DTYPES),
+        help="dtype of the example input (int64 for token ids)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="out/prune", help="output folder")
     _add_structured_options(p)
@@ -134,7 +140,7 @@ def _run_structured(args: argparse.Namespace, model: torch.nn.Module) -> int:
 
     if args.ratio is None:
         raise ValueError("--structured needs --ratio, the fraction of channels to remove (e.g. --ratio 0.5)")
-    example = torch.zeros(_shape(args.input_shape))
+    example = _example(args)
     graph = DependencyGraph.build(model, example, ignore=args.ignore, heads=args.heads)
     plan = build_plan(
         model, graph, args.ratio, args.importance, round_to=args.round_to, ignore=args.ignore,
@@ -172,7 +178,7 @@ def _run_prune(args: argparse.Namespace) -> int:
         data=data,
         max_batches=args.batches,
         seed=args.seed,
-        example_inputs=torch.zeros(_shape(args.input_shape)),
+        example_inputs=_example(args),
     )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -207,6 +213,19 @@ def _model_args(items: list[str]) -> dict[str, int]:
             raise ValueError(f"--model-arg must look like KEY=INT (e.g. in_features=64), got {item!r}")
         parsed[key] = int(value)
     return parsed
+
+
+_DTYPES = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "int64": torch.int64,
+}
+
+
+def _example(args: argparse.Namespace) -> torch.Tensor:
+    """The example input: zeros of ``--input-shape`` and ``--input-dtype`` (token id 0 for int64)."""
+    return torch.zeros(_shape(args.input_shape), dtype=_DTYPES[args.input_dtype])
 
 
 def _shape(text: str) -> tuple[int, ...]:

@@ -6,12 +6,13 @@ from .importance import IMPORTANCES, group_scores
 from .io import load_pruned, save_pruned
 from .modules import ModuleHandler, handler_for, register_handler
 from .propagate import UnsupportedOpError, register_op_rule
-from .trace import Trace, trace_model
+from .trace import ForwardError, Trace, trace_model
 from .verify import PrunedModelMismatchError
 
 __all__ = [
     "IMPORTANCES",
     "DependencyGraph",
+    "ForwardError",
     "Group",
     "Member",
     "ModuleHandler",

@@ -168,6 +168,12 @@ def trace_model(model: nn.Module, example_inputs: ExampleInputs) -> Trace:
     try:
         with _eval(model), _module_stack(model, recorder), torch.no_grad(), recorder:
             result = model(*args, **kwargs)
+    except Exception as error:  # the user's forward: say so, and what it was given
+        raise ForwardError(
+            f"the model's forward fails on the example inputs ({_describe((args, kwargs))}): "
+            f"{type(error).__name__}: {error}. Pass inputs its forward accepts (the command line: "
+            "--input-shape and --input-dtype)"
+        ) from error
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
     # Plain objects are searched only when nothing else holds a tensor: an HF cache object beside the
@@ -182,6 +188,18 @@ def trace_model(model: nn.Module, example_inputs: ExampleInputs) -> Trace:
             "or tuples, lists, dicts, dataclasses or plain objects holding them"
         )
     return trace
+
+
+class ForwardError(ValueError):
+    """The model's forward raised on the example inputs; the original error is the ``__cause__``."""
+
+
+def _describe(inputs: Any) -> str:
+    """``shape dtype`` of each tensor in ``inputs``, e.g. ``(2, 5) float32``."""
+    tensors = _leaves(inputs)
+    return (
+        ", ".join(f"{tuple(t.shape)} {str(t.dtype).removeprefix('torch.')}" for t in tensors) or "no tensors"
+    )
 
 
 def _split_inputs(example_inputs: ExampleInputs) -> tuple[tuple[Any, ...], dict[str, Any]]:

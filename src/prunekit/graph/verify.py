@@ -20,7 +20,7 @@ from functools import partial
 import numpy as np
 from torch import nn
 
-from .trace import ExampleInputs, Op, Ref, Trace, trace_model
+from .trace import ExampleInputs, ForwardError, Op, Ref, Trace, trace_model
 from .unionfind import UnionFind
 
 
@@ -77,13 +77,14 @@ def verify_pruned(pruned: nn.Module, trace: Trace, replay: Replay, expected: lis
     modules = replay.modules
     try:
         got = trace_model(pruned, replay.example_inputs)  # eval mode, no grad
-    except Exception as error:  # the user's forward failed on the pruned model: say where it came from
-        name = _failing_module(pruned, error)
+    except ForwardError as error:  # the user's forward failed on the pruned model: say where it came from
+        cause = error.__cause__ or error
+        name = _failing_module(pruned, cause)
         raise PrunedModelMismatchError(
             f"the pruned model fails on the example inputs in {_where(name, modules)} "
-            f"({type(error).__name__}: {error}). Its forward likely uses a size it stores or hard-codes (a "
+            f"({type(cause).__name__}: {cause}). Its forward likely uses a size it stores or hard-codes (a "
             f"head count or head size, a flatten width); {_fix(name, modules, Counter(modules.values()))}"
-        ) from error
+        ) from cause
     classes = Counter(modules.values())
     for name, (before, after) in _by_module(trace, got).items():
         where, fix = _where(name, modules), partial(_fix, name, modules, classes)  # built on error only
