@@ -326,3 +326,33 @@ def test_a_parametrization_without_channel_rules_is_refused_naming_the_module_to
         DependencyGraph.build(model, x)
     graph = DependencyGraph.build(model, x, ignore=["2"])  # the suggestion works; the rest still prunes
     assert [sorted(g.modules()) for g in graph.groups] == [["4", "6"]]
+
+
+class _Pairwise(nn.Module):
+    """``y_o = x1ᵀ W_o x2`` of two projections (or of one projection with itself)."""
+
+    def __init__(self, same: bool) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(5, 8), None if same else nn.Linear(5, 6)
+        self.pair, self.head = nn.Bilinear(8, 8 if same else 6, 7), nn.Linear(7, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.a(x)
+        return self.head(self.pair(h, h if self.b is None else self.b(x)).relu())
+
+
+@pytest.mark.parametrize("same", [False, True], ids=["two_inputs", "one_input_twice"])
+def test_bilinear_layers_prune_both_inputs_and_outputs_exactly(same: bool) -> None:
+    torch.manual_seed(0)
+    model, x = _Pairwise(same).eval(), torch.randn(3, 5)
+    graph = DependencyGraph.build(model, x)  # before: refused at aten._trilinear
+    sizes = sorted(g.size for g in graph.groups)
+    assert sizes == ([7, 8] if same else [6, 7, 8])
+    pruned, zeroed, removals = prune_zeroed(
+        model, graph, list(graph.groups), torch.Generator().manual_seed(0)
+    )
+    kept = {g.size: g.size - len(removals[g.index]) for g in graph.groups}
+    expected = (kept[7], kept[8], kept[8] if same else kept[6])
+    assert (pruned.pair.out_features, pruned.pair.in1_features, pruned.pair.in2_features) == expected
+    assert pruned.pair.weight.shape == expected
+    assert_exact(pruned, zeroed, x)

@@ -172,6 +172,10 @@ def _prelu_update(m: nn.Module) -> None:
     m.num_parameters = m.weight.shape[0]
 
 
+def _bilinear_update(m: nn.Module) -> None:
+    m.out_features, m.in1_features, m.in2_features = m.weight.shape  # (out, in1, in2)
+
+
 def _embedding_update(m: nn.Module) -> None:
     m.embedding_dim = m.weight.shape[1]
 
@@ -204,6 +208,13 @@ def _register_defaults() -> None:
         nn.Unflatten, ModuleHandler(lambda m: {}, lambda m: None, _unflatten_resize, ("unflattened_size",))
     )
     register_handler(nn.PReLU, ModuleHandler(lambda m: {"weight": {0: "out"}}, _prelu_update))
+    register_handler(
+        nn.Bilinear,
+        ModuleHandler(
+            lambda m: _present(m, {"weight": {0: "out", 1: "in", 2: "in"}, "bias": {0: "out"}}),
+            _bilinear_update,
+        ),
+    )
     for cls in (nn.Embedding, nn.EmbeddingBag):
         register_handler(cls, ModuleHandler(lambda m: {"weight": {1: "out"}}, _embedding_update))
     # Pinned on purpose: nn.MultiheadAttention cannot represent a pruned model. Its q/k/v width is

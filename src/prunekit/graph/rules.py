@@ -78,6 +78,7 @@ def _register() -> None:
     register_op_rule(("mm", "addmm", "bmm", "baddbmm"), layers.mm)
     register_op_rule("mv", layers.mv)
     register_op_rule(("dot", "vdot"), layers.dot)
+    register_op_rule("_trilinear", layers.trilinear)
     register_op_rule("_grouped_mm", layers.grouped_mm)
     register_op_rule(BATCH_NORMS, layers.batch_norm)
     register_op_rule("native_layer_norm", layers.layer_norm)

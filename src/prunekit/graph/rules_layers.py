@@ -1,4 +1,4 @@
-"""Channel rules for ops that own weights: convolution, matmuls, norms, PReLU, embedding (and bag)."""
+"""Channel rules for ops that own weights: convolution, matmuls (also bilinear), norms, PReLU, embedding."""
 
 from __future__ import annotations
 
@@ -92,6 +92,30 @@ def dot(ctx: Context, op: Op) -> list[Labels]:
     so the sum over the kept ones is the same); the scalar result carries no channels."""
     ctx.uf.union(ctx.of(op.args[0])[0], ctx.of(op.args[1])[0])
     return [[]]
+
+
+def trilinear(ctx: Context, op: Op) -> list[Labels]:
+    """``_trilinear(i1, i2, i3, expand1, expand2, expand3, sumdim)`` (``nn.Bilinear``: ``y_o = x1ᵀ W_o x2``):
+    each input gets size-1 dims at its ``expand`` positions, so all line up; a dim the inputs share
+    joins, the ``sumdim`` dims are contracted, the others pass to the output."""
+    inputs = [ctx.of(op.args[k]) for k in range(3)]
+    aligned: list[list[np.ndarray]] = []
+    for labels, expanded in zip(inputs, op.args[3:6], strict=True):
+        rest = iter(labels)
+        rank = len(labels) + len(expanded)
+        aligned.append([np.zeros(1, dtype=np.int64) if d in expanded else next(rest) for d in range(rank)])
+    out = []
+    for d, vectors in enumerate(zip(*aligned, strict=True)):
+        shared = [v for v in vectors if len(v) > 1] or [vectors[0]]
+        if len({len(v) for v in shared}) == 1:
+            vec = ctx.join(shared)
+        else:  # sizes that broadcast against each other: keep them whole
+            for v in shared:
+                ctx.uf.pin(v)
+            vec = np.zeros(max(len(v) for v in shared), dtype=np.int64)
+        if d not in op.args[6]:
+            out.append(vec)
+    return [out]
 
 
 def grouped_mm(ctx: Context, op: Op) -> list[Labels]:
