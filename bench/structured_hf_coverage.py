@@ -45,6 +45,9 @@ _PADDED = {**_IDS, "attention_mask": torch.tensor([[1] * 7, [1] * 5 + [0] * 2])}
 _PIXELS = {"pixel_values": torch.randn(1, 3, 32, 32, generator=_G)}
 _TEXT = {"vocab_size": 50, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
          "intermediate_size": 64}  # fmt: skip
+_SEQ2SEQ = {"vocab_size": 50, "d_model": 32, "encoder_layers": 1, "decoder_layers": 1,
+            "encoder_attention_heads": 4, "decoder_attention_heads": 4, "encoder_ffn_dim": 64,
+            "decoder_ffn_dim": 64}  # fmt: skip
 _VISION = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 64,
            "image_size": 32, "patch_size": 8}  # fmt: skip
 
@@ -133,19 +136,7 @@ CASES: dict[str, Case] = {
         _IDS,
     ),
     "bart": (
-        lambda: tf.BartModel(
-            tf.BartConfig(
-                vocab_size=50,
-                d_model=32,
-                encoder_layers=1,
-                decoder_layers=1,
-                encoder_attention_heads=4,
-                decoder_attention_heads=4,
-                encoder_ffn_dim=64,
-                decoder_ffn_dim=64,
-                max_position_embeddings=16,
-            )
-        ),
+        lambda: tf.BartModel(tf.BartConfig(**_SEQ2SEQ, max_position_embeddings=16)),
         _IDS,
     ),
     "clip text": (
@@ -182,14 +173,7 @@ CASES: dict[str, Case] = {
     "whisper encoder": (
         lambda: tf.WhisperModel(
             tf.WhisperConfig(
-                vocab_size=50,
-                d_model=32,
-                encoder_layers=1,
-                decoder_layers=1,
-                encoder_attention_heads=4,
-                decoder_attention_heads=4,
-                encoder_ffn_dim=64,
-                decoder_ffn_dim=64,
+                **_SEQ2SEQ,
                 num_mel_bins=8,
                 max_source_positions=8,
                 max_target_positions=8,
