@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prunekit.graph import DependencyGraph, ForwardError
+from prunekit.graph import DependencyGraph, ForwardError, PrunedModelMismatchError
 from prunekit.plan import PruningPlan, apply_plan, build_plan
 from test_structured_exact import assert_exact, exact_groups, prune_zeroed
 
@@ -330,3 +330,27 @@ def test_a_forward_that_fails_on_the_example_inputs_says_so_with_their_shapes() 
         DependencyGraph.build(model, torch.zeros(2, 3))  # token ids must be integers
     assert isinstance(err.value, ValueError) and isinstance(err.value.__cause__, RuntimeError)
     assert DependencyGraph.build(model, torch.zeros(2, 3, dtype=torch.int64)).groups  # the fix works
+
+
+class SlicedQkv(nn.Module):
+    """A fused ``qkv_proj`` sliced at hard-coded bounds; ``end`` below 24 leaves its tail unread."""
+
+    def __init__(self, end: int = 24) -> None:
+        super().__init__()
+        self.qkv_proj, self.o_proj, self.end = nn.Linear(8, 24), nn.Linear(8, 4), end
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        qkv = self.qkv_proj(x)
+        q, k, v = qkv[..., :8], qkv[..., 8:16], qkv[..., 16 : self.end]
+        return self.o_proj(q * k + F.pad(v, (0, 24 - self.end)))
+
+
+def test_slices_of_a_fused_qkv_proj_at_hard_coded_bounds_are_caught() -> None:
+    """Slices that tile a ``qkv_proj`` pass channels through (Phi-3 computes its bounds from head counts);
+    bounds the forward hard-codes then cut the wrong width, and the pruned-model check says so."""
+    model, x = SlicedQkv().eval(), torch.randn(2, 8)
+    graph = DependencyGraph.build(model, x)
+    group = next(g for g in graph.groups if "qkv_proj" in g.modules())
+    with pytest.raises(PrunedModelMismatchError, match="the pruned model fails on the example inputs"):
+        apply_plan(model, PruningPlan(graph, {group.index: [0]}))
+    assert not any("qkv_proj" in g.modules() for g in DependencyGraph.build(SlicedQkv(20), x).groups)

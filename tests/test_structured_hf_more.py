@@ -95,7 +95,9 @@ def _is_norm(model: nn.Module, group: Group) -> bool:  # LayerNorm / RMSNorm sta
 
 
 @pytest.mark.parametrize("heads", ["heads", "head_dim"])
-@pytest.mark.parametrize("name", ["distilbert", "t5", "t5_eager", "t5_encoder_decoder", "bloom", "qwen2"])
+@pytest.mark.parametrize(
+    "name", ["distilbert", "t5", "t5_eager", "t5_encoder_decoder", "bloom", "qwen2", "phi3"]
+)
 def test_pruning_zeroed_channels_is_exact(name: str, heads: str) -> None:
     model, inputs = _model(name), _inputs(name)
     graph = DependencyGraph.build(model, inputs, heads=heads)
@@ -123,6 +125,7 @@ QWEN2_FIELDS = {"num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 
         ("t5", "head_dim", {"num_heads": 4, "d_kv": 4, "d_ff": 32}),
         ("t5_encoder_decoder", "head_dim", {"num_heads": 4, "d_kv": 4, "d_ff": 32}),
         ("qwen2", "heads", QWEN2_FIELDS),  # head_dim is not hidden_size // num_attention_heads any more
+        ("phi3", "heads", {"num_attention_heads": 2, "num_key_value_heads": 1, "intermediate_size": 32}),
     ],
 )
 def test_config_describes_pruned_attention_for_from_pretrained(
@@ -135,6 +138,33 @@ def test_config_describes_pruned_attention_for_from_pretrained(
     pruned.save_pretrained(tmp_path)
     loaded = type(pruned).from_pretrained(tmp_path).eval()
     torch.testing.assert_close(_output(loaded, inputs), _output(pruned, inputs))
+
+
+def test_phi3_fused_qkv_proj_is_sliced_by_heads() -> None:
+    """Phi-3 slices q, k and v off one ``qkv_proj`` at bounds it computes from its head counts: the
+    slices pass channels through, so whole kv-head groups (2 q heads, 1 k and 1 v head) go."""
+    model, inputs = _model("phi3"), _inputs("phi3")
+    graph = DependencyGraph.build(model, inputs)
+    attention = [g for g in graph.groups if "layers.0.self_attn.o_proj" in g.modules()]
+    assert len(attention) == 1 and attention[0].size == 2  # 2 kv heads: q 4 × 8, k 2 × 8, v 2 × 8
+    qkv = next(k for k, m in enumerate(attention[0].members) if m.tensor.endswith("qkv_proj.weight"))
+    assert attention[0].indices(qkv, [1]).tolist() == [*range(16, 32), *range(40, 48), *range(56, 64)]
+    pruned = apply_plan(model, PruningPlan(graph, {g.index: [1] for g in graph.groups if g.size == 2}))
+    assert pruned.layers[1].self_attn.qkv_proj.out_features == 32  # (2 + 1 + 1) · 8
+    assert pruned.layers[1].self_attn.num_key_value_heads == 1
+
+
+def test_phi3_refuses_layers_with_different_head_counts_before_changing_anything() -> None:
+    """Phi-3 finds where q ends from the config's head count, which all layers share."""
+    model, inputs = _model("phi3"), _inputs("phi3")
+    graph = DependencyGraph.build(model, inputs)
+    first = next(g for g in graph.groups if "layers.0.self_attn.o_proj" in g.modules())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(
+        ValueError, match=r"q slices of different widths .*qkv_proj 16, .*global_ranking=False"
+    ):
+        apply_plan(model, PruningPlan(graph, {first.index: [0]}), inplace=True)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
 def test_t5_heads_take_the_shared_relative_position_bias_along() -> None:

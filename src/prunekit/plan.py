@@ -16,6 +16,7 @@ from torch import nn
 
 from ._checks import check_positive_int, check_sparsity
 from .graph.graph import DependencyGraph, Group, one_thread
+from .graph.hf import check_sliced_qkv
 from .graph.hf_config import update_model
 from .graph.importance import IMPORTANCES, group_scores
 from .graph.modules import (
@@ -210,6 +211,12 @@ def apply_plan(model: nn.Module, plan: PruningPlan, inplace: bool = False, verif
     if not isinstance(plan, PruningPlan):
         raise TypeError(f"plan must be a PruningPlan (see build_plan), got {type(plan).__name__}")
     removals = plan.tensor_removals()
+    replay = plan.graph.replay
+    if replay is not None:
+        expected = expected_shapes(
+            plan.graph.trace, replay.labels, replay.uf, replay.channel_roots, plan.removals
+        )
+        check_sliced_qkv(plan.graph.trace, expected)
     holders = _holders(model)
     tensors = {name: tensor for name, (tensor, _) in holders.items()}
     for (name, dim), indices in removals.items():
@@ -234,11 +241,7 @@ def apply_plan(model: nn.Module, plan: PruningPlan, inplace: bool = False, verif
             touched.add(target.get_submodule(parent))
     for module in touched:
         update_attributes(module)
-    replay = plan.graph.replay
     if replay is not None:
-        expected = expected_shapes(
-            plan.graph.trace, replay.labels, replay.uf, replay.channel_roots, plan.removals
-        )
         _resize(target, plan.graph.trace, expected)
     update_model(target, plan.graph.heads)
     if verify and replay is not None:

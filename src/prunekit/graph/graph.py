@@ -17,6 +17,7 @@ from . import hf, rules  # noqa: F401  (register the Conv1D handler and the op r
 from .attention import HEAD_MODES, couple_eager_attention, find_attention, head_hints
 from .modules import Dims, handler_for, parametrized_module, weight_norm_hooks
 from .propagate import propagate
+from .rules_shape import tiled_slices
 from .trace import ExampleInputs, Trace, trace_model
 from .unionfind import UnionFind
 from .verify import Replay
@@ -143,7 +144,7 @@ class DependencyGraph:
             labels[node] = vectors
         classes = {k: type(v).__name__ for k, v in modules.items()}
         attention = find_attention(trace)
-        propagate(trace, uf, labels, classes, head_hints(trace, heads, attention))
+        propagate(trace, uf, labels, classes, head_hints(trace, heads, attention), _sliced_qkv(trace))
         couple_eager_attention(attention, labels, uf)
         vectors = [v for _, v in members]
         roots = uf.find(np.concatenate(vectors)) if vectors else np.zeros(0, dtype=np.int64)
@@ -153,6 +154,12 @@ class DependencyGraph:
 
     def __repr__(self) -> str:
         return f"DependencyGraph({len(self.groups)} groups, {len(self.trace.ops)} ops)"
+
+
+def _sliced_qkv(trace: Trace) -> set[tuple[int, int]]:
+    """``(node, dim)`` of fused q/k/v projection outputs the model slices apart (:data:`.hf.SLICED_QKV`)."""
+    nodes = {node for name, node in trace.module_outputs.items() if name.rpartition(".")[2] in hf.SLICED_QKV}
+    return tiled_slices(trace, nodes) if nodes else set()
 
 
 def _channel_dims(

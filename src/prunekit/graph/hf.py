@@ -2,7 +2,8 @@
 
 Nothing here imports ``transformers`` at import time: ``Conv1D`` is registered by its qualified name,
 attention modules are recognised by their projections (``q_proj``/``k_proj``, ``query``/``key``,
-``q_lin``/``k_lin``, ``q``/``k``, a fused ``c_attn``, ``query_key_value``, ``Wqkv`` or timm's ``qkv``)
+``q_lin``/``k_lin``, ``q``/``k``, a fused ``c_attn``, ``query_key_value``, ``Wqkv`` or timm's ``qkv``,
+Phi-3's sliced ``qkv_proj``)
 and their attributes (``head_dim``/``attention_head_size``/``key_value_proj_dim``,
 ``num_heads``/``num_attention_heads``/``n_heads``, ``all_head_size``/``split_size``/``inner_dim``).
 
@@ -28,6 +29,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from .modules import HANDLERS, ModuleHandler
+from .trace import Ref, Trace
 
 CONV1D = "transformers.pytorch_utils.Conv1D"
 _HEAD_DIM = ("head_dim", "attention_head_size", "key_value_proj_dim", "head_size")
@@ -40,6 +42,11 @@ _QK = (("q_proj", "k_proj"), ("query", "key"), ("q_lin", "k_lin"), ("q", "k"))
 _FUSED_QKV = ("c_attn", "query_key_value", "Wqkv", "qkv")  # q, k and v in equal thirds …
 _UNEQUAL_QKV = ("is_cross_attention", "multi_query", "new_decoder_architecture")  # … unless one is set
 _KV_HEADS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads")  # … or kv heads differ from heads
+# Fused projections the model slices into q, k and v with bounds it computes from the head counts that
+# pruning updates (Phi-3: ``qkv[..., :config.num_attention_heads * head_dim]``), paired with the output
+# projection whose input width is the q width. Slices that tile such an output pass channels through
+# (see :func:`prunekit.graph.rules_shape.tiled_slices`); elsewhere a partial slice pins its dim.
+SLICED_QKV = {"qkv_proj": "o_proj"}
 
 
 class Attention(NamedTuple):
@@ -88,11 +95,41 @@ def _projections(module: nn.Module) -> tuple[int, int, int] | None:
         q, k = children.get(q_name), children.get(k_name)
         if _out(q) is not None and _out(k) is not None:
             return _out(q), _out(k), _in(q)
+    for fused_name, out_name in SLICED_QKV.items():
+        fused, out = children.get(fused_name), children.get(out_name)
+        if _out(fused) is not None and _out(out) is not None:
+            q = _in(out)  # q heads · head_dim; k and v share the rest equally
+            return q, (_out(fused) - q) // 2, _in(fused)
     fused = next((children[n] for n in _FUSED_QKV if _out(children.get(n)) is not None), None)
     if fused is not None and not any(getattr(module, n, False) for n in _UNEQUAL_QKV) and _equal_kv(module):
         width = _out(fused) // 3
         return width, width, _in(fused)
     return None
+
+
+def check_sliced_qkv(trace: Trace, expected: list[tuple[int, ...]]) -> None:
+    """Raise ``ValueError`` if a plan keeps different q widths in projections of :data:`SLICED_QKV`
+    that were equal: Phi-3 computes the q bound from ``config.num_attention_heads``, which its layers
+    share. ``expected`` is the shape of every node after pruning."""
+    fused = {
+        Ref(node): name
+        for name, node in trace.module_outputs.items()
+        if name.rpartition(".")[2] in SLICED_QKV
+    }
+    widths: dict[str, tuple[int, int]] = {}  # module → q width before, after
+    for op in trace.ops if fused else ():
+        if op.name == "slice" and op.args[0] in fused and op.args[2:3] in ((0,), (None,), ()):
+            out = op.outputs[0].node
+            widths[fused[op.args[0]]] = (trace.shapes[out][-1], expected[out][-1])
+    if len({w for w, _ in widths.values()}) == 1 and len({k for _, k in widths.values()}) > 1:
+        found = ", ".join(f"{name} {k}" for name, (_, k) in list(widths.items())[:4])
+        found += " …" if len(widths) > 4 else ""
+        raise ValueError(
+            f"the plan keeps q slices of different widths in the fused qkv projections ({found}), but the "
+            "model finds where q ends with one config.num_attention_heads that all layers share (Phi-3). "
+            "Nothing was changed. Fix: remove the same number of heads in every layer "
+            "(global_ranking=False), or keep the attention layers whole with ignore=[...]"
+        )
 
 
 def _first(module: nn.Module, names: tuple[str, ...]) -> str | None:

@@ -32,10 +32,16 @@ class Context:
     """Labels of every traced tensor node, the union-find behind them, and their shapes."""
 
     def __init__(
-        self, trace: Trace, uf: UnionFind, labels: dict[int, Labels], hints: dict[int, int] | None = None
+        self,
+        trace: Trace,
+        uf: UnionFind,
+        labels: dict[int, Labels],
+        hints: dict[int, int] | None = None,
+        tiled: set[tuple[int, int]] | None = None,
     ) -> None:
         self.trace, self.uf, self.labels = trace, uf, labels
         self.hints = hints or {}  # view output node → dim that keeps labels in a split (head splits)
+        self.tiled = tiled or set()  # (node, dim) whose slices tile it with computed bounds (Phi-3 qkv)
         self.broadcast: set[tuple[int, int]] = set()  # (node, dim) an expand broadcast: holds no channels
 
     def shape(self, ref: Ref) -> tuple[int, ...]:
@@ -115,15 +121,16 @@ def propagate(
     labels: dict[int, Labels],
     modules: dict[str, str],
     hints: dict[int, int] | None = None,
+    tiled: set[tuple[int, int]] | None = None,
 ) -> Context:
     """Run every op's rule in order; pin the model outputs and the tensors no op read. ``modules``
     maps name → class name, ``hints`` maps a view's output node to the dim that keeps labels where it
-    splits heads.
+    splits heads, ``tiled`` holds the ``(node, dim)`` whose slices pass channels through.
 
     Raises :class:`UnsupportedOpError` naming the op and its module when an op without a rule
     touches a channel that could be removed.
     """
-    ctx = Context(trace, uf, labels, hints)
+    ctx = Context(trace, uf, labels, hints, tiled)
     read: set[int] = set()
     for op in trace.ops:
         read.update(ref.node for ref in tensor_args(op))

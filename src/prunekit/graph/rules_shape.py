@@ -9,7 +9,7 @@ import re
 import numpy as np
 
 from .propagate import Context, Labels, arg, out_refs, tensor_args
-from .trace import Op, Ref
+from .trace import Op, Ref, Trace
 
 
 def _dims(dim: object, rank: int) -> list[int]:
@@ -178,15 +178,46 @@ def split(ctx: Context, op: Op) -> list[Labels]:
 
 
 def slice_(ctx: Context, op: Op) -> list[Labels]:
-    """A partial slice has hard-coded bounds: the sliced dim is pinned."""
+    """A partial slice has hard-coded bounds: the sliced dim is pinned, unless its slices tile a tensor
+    whose bounds the model computes from updated head counts (``ctx.tiled``): then each slice passes
+    its channels through, as a split does."""
     x = tensor_args(op)[0]
     labels = list(ctx.of(x))
     dim = int(arg(op, "dim", 0)) % len(labels)
     n = ctx.shape(out_refs(op)[0])[dim]
-    if n != len(labels[dim]):
+    if (x.node, dim) in ctx.tiled:
+        start, end = _bounds(op, len(labels[dim]))
+        labels[dim] = labels[dim][start:end]
+    elif n != len(labels[dim]):
         ctx.uf.pin(labels[dim])
         labels[dim] = np.zeros(n, dtype=np.int64)
     return [labels]
+
+
+def tiled_slices(trace: Trace, nodes: set[int]) -> set[tuple[int, int]]:
+    """``(node, dim)`` of each of ``nodes`` whose slices along ``dim`` (step 1) cover it exactly once,
+    in order: Phi-3's ``qkv[..., :q]``, ``qkv[..., q : q + kv]``, ``qkv[..., q + kv :]``."""
+    spans: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for op in trace.ops:
+        if op.name != "slice" or not isinstance(op.args[0], Ref) or op.args[0].node not in nodes:
+            continue
+        shape = trace.shapes[op.args[0].node]
+        dim = int(arg(op, "dim", 0)) % len(shape)
+        key = (op.args[0].node, dim)
+        spans.setdefault(key, []).append(_bounds(op, shape[dim]) if arg(op, "step", 1) == 1 else (-1, -1))
+    tiled = set()
+    for (node, dim), found in spans.items():
+        starts, ends = zip(*sorted(set(found)), strict=True)
+        if starts[0] == 0 and ends[-1] == trace.shapes[node][dim] and starts[1:] == ends[:-1]:
+            tiled.add((node, dim))
+    return tiled
+
+
+def _bounds(op: Op, size: int) -> tuple[int, int]:
+    """``(start, end)`` of a slice of a dim of ``size``, as Python clips them."""
+    start, end = arg(op, "start"), arg(op, "end")
+    start, end = 0 if start is None else int(start), size if end is None else int(end)
+    return slice(start, end).indices(size)[:2]
 
 
 def select(ctx: Context, op: Op) -> list[Labels]:
