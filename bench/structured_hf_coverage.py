@@ -295,8 +295,9 @@ def _prune_zeroed(
     except ValueError as error:
         return {"status": "refused", "at": "graph", "reason": f"{type(error).__name__}: {error}"[:200]}
     modules = dict(model.named_modules())
-    groups = [g for g in graph.groups if g.size > 1 and not any("Norm" in type(modules[m.module]).__name__
-                                                                 for m in g.members)]  # fmt: skip
+    groups = [
+        g for g in graph.groups if g.size > 1 and not any(_statistics(modules[m.module]) for m in g.members)
+    ]
     removals = {
         g.index: torch.randperm(g.size, generator=generator)[
             : g.size - 1 if one_left else g.size // 2
@@ -308,8 +309,9 @@ def _prune_zeroed(
     with torch.no_grad():
         for group in groups:
             for m, member in enumerate(group.members):
-                index = torch.as_tensor(group.indices(m, removals[group.index]))
-                tensors[member.tensor].index_fill_(member.dim, index, 0.0)
+                if member.tensor in tensors:  # a batch norm's statistics need not be zeroed: its scale is
+                    index = torch.as_tensor(group.indices(m, removals[group.index]))
+                    tensors[member.tensor].index_fill_(member.dim, index, 0.0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -317,6 +319,13 @@ def _prune_zeroed(
         except ValueError as error:
             return {"status": "refused", "at": "prune", "reason": f"{type(error).__name__}: {error}"[:200]}
     return zeroed, pruned, len(groups), any("load_pretrained" in str(w.message) for w in caught)
+
+
+def _statistics(module: nn.Module) -> bool:
+    """Whether ``module`` normalises by statistics over channels (LayerNorm, RMSNorm, GroupNorm …):
+    removing zeroed channels changes them. Batch norms in eval mode are per channel, so exact."""
+    name = type(module).__name__
+    return "Norm" in name and "BatchNorm" not in name
 
 
 def _table(results: dict[str, dict[str, dict]]) -> str:

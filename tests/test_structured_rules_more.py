@@ -87,6 +87,13 @@ def _assert_a_prunes_exactly(op: Op) -> None:
         ),
         (nn.Conv2d(3, 8, 1), nn.PixelShuffle(2), nn.Conv2d(2, 4, 1), (2, 3, 4, 4), 2),
         (nn.Conv2d(3, 2, 1), nn.PixelUnshuffle(2), nn.Conv2d(8, 4, 1), (2, 3, 4, 4), 2),
+        (  # Funnel's mask: a new tensor borrows only the dtype and device
+            nn.Linear(4, 8),
+            lambda h: h * h.new_ones(h.shape[:-1]).unsqueeze(-1) * h.new_full((1,), 2.0) + h.new_zeros(1),
+            nn.Linear(8, 5),
+            (2, 5, 4),
+            8,
+        ),
     ],
     ids=[
         "gptj_rotary_stack",
@@ -103,6 +110,7 @@ def _assert_a_prunes_exactly(op: Op) -> None:
         "native_channel_shuffle",
         "pixel_shuffle",
         "pixel_unshuffle",
+        "new_ones_zeros_full",
     ],
 )
 def test_channels_carried_through_the_op_prune_exactly(

@@ -53,6 +53,7 @@ def _register() -> None:
     register_op_rule(PADS, shape.same_rank)
     register_op_rule(ALONG_DIM, shape.along_dim)
     register_op_rule(RECURRENT, shape.pinned)
+    register_op_rule(("new_ones", "new_zeros", "new_full", "new_empty", "new_empty_strided"), shape.fresh)
     register_op_rule("cat", shape.cat)
     register_op_rule("glu", shape.glu)
     register_op_rule(("flip", "sort", "topk", "unfold"), shape.along_positions)

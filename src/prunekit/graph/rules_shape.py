@@ -112,6 +112,13 @@ def pinned(ctx: Context, op: Op) -> list[Labels]:
     return [ctx.zeros(ctx.shape(o)) for o in out_refs(op)]
 
 
+def fresh(ctx: Context, op: Op) -> list[Labels]:
+    """A new tensor of given sizes (``x.new_ones(size)``, ``x.new_zeros`` …): ``x`` lends only its dtype
+    and device, so nothing is coupled; the new tensor holds no channels (sizes the forward derives from a
+    pruned dim then differ from the plan's, which the pruned-model check catches)."""
+    return [ctx.zeros(ctx.shape(o)) for o in out_refs(op)]
+
+
 def glu(ctx: Context, op: Op) -> list[Labels]:
     """``F.glu(x, dim)`` = first half · sigmoid(second half): channel ``i`` of each half is one
     channel, joined; the output carries the first half's labels."""
