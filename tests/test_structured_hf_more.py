@@ -55,6 +55,9 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
         d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=4,
         encoder_ffn_dim=64, decoder_ffn_dim=64, **SMALL)),
     "phi3": lambda: tf.Phi3Model(tf.Phi3Config(intermediate_size=64, num_key_value_heads=2, **DECODER)),
+    "qwen2_moe": lambda: tf.Qwen2MoeModel(tf.Qwen2MoeConfig(
+        intermediate_size=64, moe_intermediate_size=32, shared_expert_intermediate_size=64, num_experts=4,
+        num_experts_per_tok=2, num_key_value_heads=2, **DECODER)),
     "stablelm": lambda: tf.StableLmModel(tf.StableLmConfig(intermediate_size=64, num_key_value_heads=2,
                                                            **DECODER)),
 }  # fmt: skip
@@ -244,6 +247,12 @@ def _ffn_plan(model: nn.Module, graph: DependencyGraph, decoder_share: float) ->
         ("t5_gated", "heads", {"d_ff": 32}),  # wi_0, wi_1
         ("distilbert", "heads", {"hidden_dim": 32}),
         ("bart", "heads", {"encoder_ffn_dim": 32, "decoder_ffn_dim": 48}),
+        # experts and the shared expert have fields of their own; intermediate_size (dense layers) stays
+        (
+            "qwen2_moe",
+            "head_dim",
+            {"moe_intermediate_size": 16, "shared_expert_intermediate_size": 32, "intermediate_size": 64},
+        ),
     ],
 )
 def test_ffn_width_config_field_reloads_with_from_pretrained(
@@ -310,7 +319,7 @@ def test_swin_with_per_stage_head_counts_prunes_exactly_and_reloads(tmp_path: Pa
     torch.testing.assert_close(_output(load_pretrained(tf.SwinModel, tmp_path), x), _output(pruned, x))
 
 
-def test_mixture_of_experts_ffn_width_prunes_exactly_across_experts() -> None:
+def test_mixture_of_experts_ffn_width_prunes_exactly_across_experts_and_reloads(tmp_path: Path) -> None:
     config = tf.MixtralConfig(intermediate_size=32, num_key_value_heads=2, num_local_experts=2, **DECODER)
     torch.manual_seed(0)
     model, inputs = (
@@ -318,10 +327,16 @@ def test_mixture_of_experts_ffn_width_prunes_exactly_across_experts() -> None:
         {"input_ids": _inputs("qwen2")["input_ids"]},
     )
     graph = DependencyGraph.build(model, inputs, heads="head_dim")  # RoPE: only the experts' width prunes
-    (group,) = [g for g in graph.groups if g.modules() == ["layers.0.mlp.experts"]]
-    assert group.size == 32  # one width for every expert (the weights are one (experts, …) tensor)
+    groups = [g for g in graph.groups if g.modules()[0].endswith("mlp.experts")]
+    assert [g.modules() for g in groups] == [["layers.0.mlp.experts"], ["layers.1.mlp.experts"]]
+    assert groups[0].size == 32  # one width for every expert (the weights are one (experts, …) tensor)
     zeroed = copy.deepcopy(model)
-    _zero_producers(zeroed, group, list(range(0, 32, 2)))
-    pruned = apply_plan(zeroed, PruningPlan(graph, {group.index: list(range(0, 32, 2))}))
+    for group in groups:
+        _zero_producers(zeroed, group, list(range(0, 32, 2)))
+    pruned = apply_plan(zeroed, PruningPlan(graph, {g.index: list(range(0, 32, 2)) for g in groups}))
     assert pruned.layers[0].mlp.experts.down_proj.shape[-1] == 16
     torch.testing.assert_close(_output(pruned, inputs), _output(zeroed, inputs), rtol=1e-5, atol=1e-5)
+    assert pruned.config.intermediate_size == 16  # transformers saves one tensor per expert: from_pretrained
+    pruned.save_pretrained(tmp_path)  # stacks them again, at the width the config says
+    loaded = tf.MixtralModel.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(_output(loaded, inputs), _output(pruned, inputs))

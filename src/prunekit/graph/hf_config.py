@@ -4,10 +4,11 @@ One table says which field holds what, across naming schemes: the hidden size, h
 size of the attention modules (:func:`~.hf.update_attention`), and the FFN width, which is the output
 width of the FFN's input projection (``up_proj``, ``c_fc``, ``fc1``, BERT's ``intermediate.dense``,
 GPT-NeoX/BLOOM's ``dense_h_to_4h``, GPT-J's ``fc_in``, T5's ``wi``/``wi_0``/``wi_1``, DistilBERT's
-``lin1``, half of Phi-3's fused ``gate_up_proj``). A field with a scope (BART/Whisper's
-``encoder_ffn_dim``) reads only the modules under that path component. ``head_dim`` is written where
-the config has it, or where the attention class reads ``config.head_dim`` when set (Qwen2: once heads
-are removed, ``hidden_size // num_attention_heads`` is no longer the head size).
+``lin1``, half of Phi-3's fused ``gate_up_proj``, the fused ``experts`` of a mixture of experts). A
+field with a scope (BART/Whisper's ``encoder_ffn_dim``) reads only the modules under that path
+component. ``head_dim`` is written where the config has it, or where the attention class reads
+``config.head_dim`` when set (Qwen2: once heads are removed, ``hidden_size // num_attention_heads`` is
+no longer the head size).
 """
 
 from __future__ import annotations
@@ -34,11 +35,13 @@ _FIELDS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("decoder_attention_heads", "decoder", ("heads",)),
     ("encoder_ffn_dim", "encoder", ("fc1",)),
     ("decoder_ffn_dim", "decoder", ("fc1",)),
+    ("shared_expert_intermediate_size", "shared_expert", _UP),  # Qwen2-MoE's always-on expert
+    ("moe_intermediate_size", "", ("experts",)),
     ("hidden_size", "", ("hidden",)),
     ("num_attention_heads", "", ("heads",)),
     ("num_key_value_heads", "", ("kv_heads",)),
     ("head_dim", "", ("head_dim",)),
-    ("intermediate_size", "", _UP),
+    ("intermediate_size", "", (*_UP, "experts")),  # Mixtral's experts
     ("n_inner", "", ("c_fc", "fc_in")),
     ("ffn_dim", "", ("fc1",)),
     ("d_ff", "", ("wi", "wi_0", "wi_1")),
@@ -68,10 +71,15 @@ def update_model(model: nn.Module, heads: str) -> None:
     written: set[str] = set()
     differ = []
     original = dict(getattr(config, "prunekit_original", {}))  # kept across repeated pruning
-    for field, scope, sources in _FIELDS:
-        found = [v for name, source, v in values if source in sources and _in_scope(name, scope)]
+    read: set[tuple[str, str]] = set()  # (module, what) a field holds already: Qwen2-MoE's experts and
+    for field, scope, sources in _FIELDS:  # shared expert have fields of their own, not intermediate_size
+        rows = [
+            (n, s, v) for n, s, v in values if s in sources and _in_scope(n, scope) and (n, s) not in read
+        ]
+        found = [v for _, _, v in rows]
         if not found or field not in present or aliases.get(field, field) in written:
             continue
+        read.update((n, s) for n, s, _ in rows)
         if isinstance(getattr(config, field, None), (list, tuple)):  # per stage (Swin's num_heads)
             continue  # a layer-to-stage map is the model's own; load_pretrained rebuilds from the weights
         original.setdefault(field, getattr(config, field, None))
@@ -96,9 +104,16 @@ def _values(model: nn.Module, attention: dict[str, Attention]) -> list[tuple[str
             found += [(name, "heads", a.heads), (name, "kv_heads", a.kv_heads)]
             found.append((name, "head_dim", a.head_dim))
         source = next((s for s in _FFN if name == s or name.endswith(f".{s}")), None)
-        if source is not None and (width := _out(module)) is not None:
+        if source is not None and (width := _ffn_width(module)) is not None:
             found.append((name, source, width // _FUSED_FFN.get(source, 1)))
     return found
+
+
+def _ffn_width(module: nn.Module) -> int | None:
+    """Output width of an FFN input projection, or the width of fused experts (a mixture of experts'
+    ``down_proj`` parameter ``(experts, hidden, width)``)."""
+    down = module._parameters.get("down_proj")
+    return down.shape[-1] if down is not None and down.dim() == 3 else _out(module)
 
 
 def _in_scope(name: str, scope: str) -> bool:
