@@ -300,7 +300,7 @@ def _prune_zeroed(
     ]
     removals = {
         g.index: torch.randperm(g.size, generator=generator)[
-            : g.size - 1 if one_left else g.size // 2
+            : g.size - g.multiple if one_left else g.size // 2
         ].tolist()
         for g in groups
     }

@@ -340,3 +340,19 @@ def test_mixture_of_experts_ffn_width_prunes_exactly_across_experts_and_reloads(
     pruned.save_pretrained(tmp_path)  # stacks them again, at the width the config says
     loaded = tf.MixtralModel.from_pretrained(tmp_path).eval()
     torch.testing.assert_close(_output(loaded, inputs), _output(pruned, inputs))
+
+
+def test_mixture_of_experts_width_keeps_the_multiple_grouped_mm_needs() -> None:
+    """torch._grouped_mm needs 16-byte strides: a float32 expert width stays a multiple of 4."""
+    config = tf.MixtralConfig(intermediate_size=32, num_key_value_heads=2, num_local_experts=2, **DECODER)
+    torch.manual_seed(0)
+    model, inputs = tf.MixtralModel(config).eval(), {"input_ids": _inputs("qwen2")["input_ids"]}
+    graph = DependencyGraph.build(model, inputs, heads="head_dim")
+    group = next(g for g in graph.groups if g.modules() == ["layers.0.mlp.experts"])
+    assert group.multiple == 4 and all(
+        g.multiple == 1 for g in graph.groups if g is not group and g.size > 32
+    )
+    with pytest.raises(ValueError, match=r"keeps 30 channels .*_grouped_mm .*keep a multiple of 4"):
+        PruningPlan(graph, {group.index: [0, 1]})
+    pruned = apply_plan(model, build_plan(model, graph, 0.9))  # 3.2 kept → 4
+    assert pruned.layers[0].mlp.experts.down_proj.shape[-1] == 4

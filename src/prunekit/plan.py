@@ -60,6 +60,14 @@ class PruningPlan:
                 raise ValueError(
                     f"removals[{index}] removes all {size} channels of the group; keep at least 1"
                 )
+            group = self.graph.groups[index]
+            if len(chosen) and (size - len(chosen)) % group.multiple:
+                raise ValueError(
+                    f"removals[{index}] keeps {size - len(chosen)} channels of a group that "
+                    f"{', '.join(group.modules()[:3])} computes with torch._grouped_mm (mixture-of-experts "
+                    f"layers), whose kernel needs strides of 16 bytes: keep a multiple of {group.multiple} "
+                    "(build_plan rounds to it)"
+                )
             if len(chosen):
                 clean[index] = tuple(chosen.tolist())
         object.__setattr__(self, "removals", clean)
@@ -117,7 +125,8 @@ def build_plan(
     ``ratios`` overrides ``ratio`` for groups touching the named modules; ``counts`` (group index →
     channels to remove) replaces both, and groups it does not list lose none; groups touching
     ``ignore``d modules are kept whole; ``round_to`` rounds every group's kept channels up to a
-    multiple; ``max_layer_ratio`` caps the fraction a global ranking may take from one group.
+    multiple (also of what a kernel needs: :attr:`Group.multiple`); ``max_layer_ratio`` caps the
+    fraction a global ranking may take from one group.
     """
     ratio = check_sparsity(ratio, "ratio")
     max_layer_ratio = _check_max_ratio(max_layer_ratio)
@@ -143,7 +152,8 @@ def build_plan(
         chosen = {i: _local_count(graph.groups[i], ratio, overrides) for i in scored}
     removals = {}
     for index, count in chosen.items():
-        count = _rounded(graph.groups[index].size, count, round_to)
+        group = graph.groups[index]
+        count = _rounded(group.size, count, math.lcm(round_to, group.multiple))
         order = torch.argsort(scored[index], stable=True)
         removals[index] = tuple(sorted(order[:count].tolist()))
     return PruningPlan(graph, removals)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -60,12 +62,14 @@ class Member:
 class Group:
     """Channels that must be removed together. ``channel_of[m]`` maps each index along
     ``members[m].dim`` to its channel in ``range(size)``, or ``-1`` when it belongs to no channel here.
+    A pruned group keeps a multiple of ``multiple`` channels (a kernel's alignment, e.g. ``_grouped_mm``).
     """
 
     index: int
     members: tuple[Member, ...]
     channel_of: tuple[np.ndarray, ...]
     size: int
+    multiple: int = 1
 
     def indices(self, member: int, channels: Iterable[int]) -> np.ndarray:
         """Indices along ``members[member].dim`` that belong to ``channels`` (sorted)."""
@@ -144,11 +148,12 @@ class DependencyGraph:
             labels[node] = vectors
         classes = {k: type(v).__name__ for k, v in modules.items()}
         attention = find_attention(trace)
-        propagate(trace, uf, labels, classes, head_hints(trace, heads, attention), _sliced_qkv(trace))
+        ctx = propagate(trace, uf, labels, classes, head_hints(trace, heads, attention), _sliced_qkv(trace))
         couple_eager_attention(attention, labels, uf)
         vectors = [v for _, v in members]
         roots = uf.find(np.concatenate(vectors)) if vectors else np.zeros(0, dtype=np.int64)
         groups, channel_roots = _groups([m for m, _ in members], roots, [len(v) for v in vectors])
+        groups = _with_multiples(groups, channel_roots, [(uf.find(v), m) for v, m in ctx.multiples])
         replay = Replay(example_inputs, labels, uf, channel_roots, classes)
         return cls(groups, shapes, trace, time.perf_counter() - start, heads, replay)
 
@@ -269,6 +274,23 @@ def _groups(
         maps = tuple(channel_of(m, index) for m in chosen)
         groups.append(Group(index, tuple(members[m] for m in chosen), maps, len(rs)))
     return tuple(groups), tuple(channel_roots)
+
+
+def _with_multiples(
+    groups: tuple[Group, ...], channel_roots: tuple[np.ndarray, ...], multiples: list[tuple[np.ndarray, int]]
+) -> tuple[Group, ...]:
+    """``groups`` with ``multiple`` set where a kernel needs the kept count of their channels (roots in
+    ``multiples``) to be a multiple."""
+    if not multiples:
+        return groups
+    group_of = {int(root): index for index, roots in enumerate(channel_roots) for root in roots.tolist()}
+    needed = dict.fromkeys(range(len(groups)), 1)
+    for roots, multiple in multiples:
+        for index in {group_of[r] for r in roots.tolist() if r in group_of}:
+            needed[index] = math.lcm(needed[index], multiple)
+    return tuple(
+        dataclasses.replace(g, multiple=needed[g.index]) if needed[g.index] > 1 else g for g in groups
+    )
 
 
 def _same_as_previous(mem: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:

@@ -42,6 +42,8 @@ class Context:
         self.trace, self.uf, self.labels = trace, uf, labels
         self.hints = hints or {}  # view output node → dim that keeps labels in a split (head splits)
         self.tiled = tiled or set()  # (node, dim) whose slices tile it with computed bounds (Phi-3 qkv)
+        self.multiples: list[tuple[np.ndarray, int]] = []  # labels whose kept count a kernel needs a
+        # multiple of (16-byte strides of _grouped_mm)
         self.broadcast: set[tuple[int, int]] = set()  # (node, dim) an expand broadcast: holds no channels
 
     def shape(self, ref: Ref) -> tuple[int, ...]:

@@ -121,7 +121,8 @@ def trilinear(ctx: Context, op: Op) -> list[Labels]:
 def grouped_mm(ctx: Context, op: Op) -> list[Labels]:
     """``_grouped_mm`` (mixture-of-experts FFNs): tokens ``(T, K)`` grouped by ``offs`` times experts'
     ``(E, K, N)`` gives ``(T, N)``; or ``(E, M, K)`` times ``(E, K, N)``. ``K`` joins, ``N`` passes,
-    the expert dim is pinned (experts are not removed here); other layouts are kept whole."""
+    the expert dim is pinned (experts are not removed here); other layouts are kept whole. ``K`` and
+    ``N`` keep a multiple of 16 bytes (4 float32, 8 bfloat16 channels): the kernel needs aligned strides."""
     a, b = op.args[0], op.args[1]
     al, bl, out_shape = ctx.of(a), ctx.of(b), ctx.shape(out_refs(op)[0])
     if len(bl) != 3 or len(al) not in (2, 3) or len(al[-1]) != len(bl[-2]):
@@ -133,6 +134,8 @@ def grouped_mm(ctx: Context, op: Op) -> list[Labels]:
     ctx.uf.pin(bl[0])
     if len(al) == 3:
         ctx.uf.pin(al[0])
+    itemsize = min(ctx.trace.itemsizes.get(ref.node, 4) for ref in (a, b))
+    ctx.multiples += [(al[-1], 16 // itemsize), (bl[-1], 16 // itemsize)]  # the kernel's stride alignment
     out = [*al[:-1], bl[-1]]
     bias = arg(op, "bias", None)
     if isinstance(bias, Ref):

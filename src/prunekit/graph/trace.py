@@ -60,7 +60,8 @@ class Trace:
     the value of every one-element constant (e.g. ``torch.tensor(q.size(-1))`` in an attention scale);
     ``layouts`` the ``(strides, storage offset)`` of every tensor an ``as_strided`` restrides;
     ``module_inputs`` / ``module_outputs`` the node of each module's first positional tensor input and
-    of its tensor output (first call; absent when they are not tensors).
+    of its tensor output (first call; absent when they are not tensors); ``itemsizes`` the element size
+    in bytes of the operands of kernels that need 16-byte aligned strides (``_grouped_mm``).
     """
 
     ops: list[Op] = field(default_factory=list)
@@ -71,6 +72,7 @@ class Trace:
     layouts: dict[int, tuple[tuple[int, ...], int]] = field(default_factory=dict)
     module_inputs: dict[str, int] = field(default_factory=dict)
     module_outputs: dict[str, int] = field(default_factory=dict)
+    itemsizes: dict[int, int] = field(default_factory=dict)
 
 
 class _Recorder(TorchDispatchMode):
@@ -116,6 +118,9 @@ class _Recorder(TorchDispatchMode):
         if func.overloadpacket in _RESTRIDES:  # its rule needs the layout before (as_strided_ changes it)
             x = args[0]
             self.trace.layouts[self.ref(x).node] = (x.stride(), x.storage_offset())
+        elif func.overloadpacket in _ALIGNED:
+            for x in args[:2]:
+                self.trace.itemsizes[self.ref(x).node] = x.element_size()
         out = func(*args, **kwargs)
         in_args = tuple(_refs(a, self.ref) for a in args)
         in_kwargs = {k: _refs(v, self.ref) for k, v in kwargs.items()}
@@ -126,6 +131,7 @@ class _Recorder(TorchDispatchMode):
 
 
 _RESTRIDES = (torch.ops.aten.as_strided, torch.ops.aten.as_strided_)
+_ALIGNED = (torch.ops.aten._grouped_mm,)
 
 
 def _flat(value: Any) -> list[Any]:
