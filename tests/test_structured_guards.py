@@ -274,6 +274,15 @@ def test_eager_attention_loses_whole_heads_in_heads_mode() -> None:
     assert_exact(pruned, zeroed, x)
 
 
+@pytest.mark.parametrize("batch", [1, 2])
+def test_one_head_written_out_is_one_channel_in_heads_mode(batch: int) -> None:
+    """``q @ kᵀ`` folds batch and heads into one dim (B·1); the size-1 head dim is the inner one, so
+    heads mode keeps the head's dims together (PVT-v2's one-head stage; before: its 16 dims were
+    channels, and heads mode pruned head dims)."""
+    model, x = EagerAttention(lambda q: q.size(-1) ** -0.5, (-1, 16)).eval(), torch.randn(batch, 5, 16)
+    assert not DependencyGraph.build(model, x, heads="heads").groups  # the one head cannot go
+
+
 @pytest.mark.parametrize(
     "scale",
     [lambda q: q.size(-1) ** -0.5, lambda q: 1 / torch.sqrt(torch.tensor(float(q.size(-1))))],

@@ -126,7 +126,8 @@ def _heads_of(trace: Trace, producer: dict[int, Op], node: int) -> tuple[int, in
         node = op.args[0].node
         if len(source) > 3:
             merged = [d for d in range(len(source)) if math.prod(source[: d + 1]) <= shape[0]]
-            head = max((d for d in merged if source[d] > 1), default=0)
+            inner = [d for d in merged if d > 0]  # the batch comes first; one head (or batch 1) is size 1
+            head = max((d for d in inner if source[d] > 1), default=max(inner, default=0))
             if math.prod(source[: len(merged)]) == shape[0] and head > 0:
                 return node, head
             break
