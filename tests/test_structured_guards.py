@@ -3,6 +3,7 @@ dims of a bare weight, unused parameters, recurrent layers, outputs in plain obj
 
 from __future__ import annotations
 
+import ast
 import re
 import types
 import warnings
@@ -238,10 +239,11 @@ def test_a_pruned_forward_that_fails_is_reported_at_prune_time() -> None:
 
     model, x = FlattenWidth().eval(), torch.randn(2, 1, 8, 8)
     plan = build_plan(model, DependencyGraph.build(model, x), 0.5)
-    with pytest.raises(
-        ValueError, match=r"fails on the example inputs in module 'fc' \(Linear\).*flatten width"
-    ):
-        apply_plan(model, plan)  # where it failed: fc got a flatten of the wrong width
+    went_wrong = (
+        r"aten\.view\.default, gives shape \(1, 256\), the plan predicts \(2, 128\).*ignore=\['conv'\]"
+    )
+    with pytest.raises(ValueError, match=went_wrong + r".*then fails: RuntimeError: mat1 and mat2"):
+        apply_plan(model, plan)  # where it went wrong: the flatten; then fc failed on its width
     batch_of_two = lambda self, x: self.fc(self.conv(x).relu().view(2, 16 * 4 * 4))  # noqa: E731
     model.forward = types.MethodType(batch_of_two, model)  # type: ignore[method-assign]
     with pytest.raises(ValueError, match=r"fails on the example inputs in the model's own forward \(Runtime"):
@@ -360,6 +362,44 @@ def test_slices_of_a_fused_qkv_proj_at_hard_coded_bounds_are_caught() -> None:
     model, x = SlicedQkv().eval(), torch.randn(2, 8)
     graph = DependencyGraph.build(model, x)
     group = next(g for g in graph.groups if "qkv_proj" in g.modules())
-    with pytest.raises(PrunedModelMismatchError, match="the pruned model fails on the example inputs"):
+    with pytest.raises(
+        PrunedModelMismatchError,
+        match=r"aten\.slice\.Tensor, gives shape \(2, 8\), the plan predicts \(2, 7\)",
+    ):
         apply_plan(model, PruningPlan(graph, {group.index: [0]}))
     assert not any("qkv_proj" in g.modules() for g in DependencyGraph.build(SlicedQkv(20), x).groups)
+
+
+class StoredSplit(nn.Module):
+    """Res2Net-style ``torch.split(x, self.width)`` or YOLOv8's ``split((self.c, self.c))``: stored
+    sizes, which pruning ``a`` makes stale."""
+
+    def __init__(self, sizes: bool) -> None:
+        super().__init__()
+        self.a, self.b, self.c, self.sizes = (
+            nn.Conv2d(3, 8, 1),
+            nn.Conv2d(4, 4, 3, padding=1),
+            nn.Conv2d(8, 2, 1),
+            sizes,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        left, right = self.a(x).split((4, 4) if self.sizes else 4, 1)
+        return self.c(torch.cat([self.b(left), right], 1))
+
+
+@pytest.mark.parametrize("sizes", [False, True], ids=["split_width", "split_with_sizes"])
+def test_a_stale_split_size_names_the_layers_to_keep_and_keeping_them_works(sizes: bool) -> None:
+    """The op where the pruned forward first went wrong (before it fails, or the one it failed in) is
+    named, with the layers whose pruned channels reach it; ignoring those prunes the rest."""
+    model, x = StoredSplit(sizes).eval(), torch.randn(1, 3, 6, 6)
+    graph = DependencyGraph.build(model, x)
+    where = (
+        r"fails on the example inputs .*split_with_sizes" if sizes else r"aten\.split\.Tensor, gives shape"
+    )
+    with pytest.raises(PrunedModelMismatchError, match=where) as caught:
+        apply_plan(model, build_plan(model, graph, 0.5))
+    ignore = ast.literal_eval(re.search(r"whole with ignore=(\[[^\]]*\])", str(caught.value)).group(1))
+    assert ignore == ["a"]
+    pruned = apply_plan(model, build_plan(model, DependencyGraph.build(model, x, ignore=ignore), 0.5))
+    assert pruned.b.out_channels == 2 and pruned.a.out_channels == 8

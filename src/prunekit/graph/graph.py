@@ -154,7 +154,8 @@ class DependencyGraph:
         roots = uf.find(np.concatenate(vectors)) if vectors else np.zeros(0, dtype=np.int64)
         groups, channel_roots = _groups([m for m, _ in members], roots, [len(v) for v in vectors])
         groups = _with_multiples(groups, channel_roots, [(uf.find(v), m) for v, m in ctx.multiples])
-        replay = Replay(example_inputs, labels, uf, channel_roots, classes)
+        producers = tuple(tuple(sorted({m.module for m in g.members if m.role == "out"})) for g in groups)
+        replay = Replay(example_inputs, labels, uf, channel_roots, classes, producers)
         return cls(groups, shapes, trace, time.perf_counter() - start, heads, replay)
 
     def __repr__(self) -> str:

@@ -178,7 +178,8 @@ def trace_model(model: nn.Module, example_inputs: ExampleInputs) -> Trace:
         raise ForwardError(
             f"the model's forward fails on the example inputs ({_describe((args, kwargs))}): "
             f"{type(error).__name__}: {error}. Pass inputs its forward accepts (the command line: "
-            "--input-shape and --input-dtype)"
+            "--input-shape and --input-dtype)",
+            trace,
         ) from error
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
@@ -197,7 +198,12 @@ def trace_model(model: nn.Module, example_inputs: ExampleInputs) -> Trace:
 
 
 class ForwardError(ValueError):
-    """The model's forward raised on the example inputs; the original error is the ``__cause__``."""
+    """The model's forward raised on the example inputs; the original error is the ``__cause__``,
+    ``trace`` holds the ops recorded before it."""
+
+    def __init__(self, message: str, trace: Trace | None = None) -> None:
+        super().__init__(message)
+        self.trace = trace
 
 
 def _describe(inputs: Any) -> str:

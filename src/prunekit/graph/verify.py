@@ -12,7 +12,7 @@ at the user's first call) into one error at prune time that names the op and the
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 from functools import partial
@@ -27,13 +27,15 @@ from .unionfind import UnionFind
 @dataclass(frozen=True, eq=False)
 class Replay:
     """What checking a pruned model needs from the build: the example inputs, the labels of every
-    traced node with their union-find, each group's channel roots, and module class names."""
+    traced node with their union-find, each group's channel roots, module class names, and each
+    group's producing modules (named in a fix)."""
 
     example_inputs: ExampleInputs
     labels: Mapping[int, list[np.ndarray]]
     uf: UnionFind
     channel_roots: tuple[np.ndarray, ...]
     modules: Mapping[str, str]
+    producers: tuple[tuple[str, ...], ...] = ()
 
 
 class PrunedModelMismatchError(ValueError):
@@ -79,23 +81,49 @@ def verify_pruned(pruned: nn.Module, trace: Trace, replay: Replay, expected: lis
         got = trace_model(pruned, replay.example_inputs)  # eval mode, no grad
     except ForwardError as error:  # the user's forward failed on the pruned model: say where it came from
         cause = error.__cause__ or error
+        if error.trace is not None:  # an op before the failure that already computed another shape
+            try:  # is where the forward went wrong (Res2Net's split by a stored width fails a conv later)
+                _compare(trace, error.trace, expected, replay)
+            except PrunedModelMismatchError as mismatch:
+                raise PrunedModelMismatchError(
+                    f"{mismatch} (the pruned forward then fails: {type(cause).__name__}: {cause})"
+                ) from cause
         name = _failing_module(pruned, cause)
+        failed = _failed_op(trace, error.trace, name)
+        reaching = [] if failed is None else _reaching(failed.args, trace, expected, replay)
         raise PrunedModelMismatchError(
             f"the pruned model fails on the example inputs in {_where(name, modules)} "
             f"({type(cause).__name__}: {cause}). Its forward likely uses a size it stores or hard-codes (a "
-            f"head count or head size, a flatten width); {_fix(name, modules, Counter(modules.values()))}"
+            f"head count or head size, a split or flatten width); "
+            f"{_fix(name, modules, Counter(modules.values()), reaching)}"
         ) from cause
-    classes = Counter(modules.values())
+    _compare(trace, got, expected, replay)
+
+
+def _compare(trace: Trace, got: Trace, expected: list[tuple[int, ...]], replay: Replay) -> None:
+    """Raise :class:`PrunedModelMismatchError` at the first op of ``got`` (the pruned model's trace,
+    possibly cut short by a failure) whose shape or constants differ from ``trace``'s as the plan
+    predicts."""
+    modules, classes = replay.modules, Counter(replay.modules.values())
     for name, (before, after) in _by_module(trace, got).items():
-        where, fix = _where(name, modules), partial(_fix, name, modules, classes)  # built on error only
+        where = _where(name, modules)
         aligned = len(before)
         for index, (old, new) in enumerate(zip(before, after, strict=False)):
             if old.func != new.func:  # ATen decompositions depend on sizes (a Linear to one feature,
                 aligned = index  # a matmul over one head): the rest is compared by constants only
                 break
             want = _first_shape(old, expected)
-            _check_shape(new, want, _first_shape(new, got.shapes), f"op {index} of {where}", fix)
-            _check_constants(old, new, trace, got, f"op {index} of {where}", fix)
+            if want != (have := _first_shape(new, got.shapes)):
+                reaching = _reaching(old.args, trace, expected, replay)
+                raise PrunedModelMismatchError(
+                    f"the pruned model does not compute what the plan predicts: op {index} of {where}, "
+                    f"aten.{new.func.__name__}, gives shape {have}, the plan predicts {want}. The forward "
+                    "likely reshapes or splits with a size it stores (a head count or head size, a split "
+                    f"width) that was not updated; {_fix(name, modules, classes, reaching)}"
+                )
+            _check_constants(
+                old, new, trace, got, f"op {index} of {where}", partial(_fix, name, modules, classes)
+            )
             if _shrinks_to_one(want, _first_shape(old, trace.shapes)):
                 aligned = index + 1  # ops reading size-1 dims take other decompositions (einsum
                 break  # squeezes them): the rest is compared by constants only
@@ -105,18 +133,37 @@ def verify_pruned(pruned: nn.Module, trace: Trace, replay: Replay, expected: lis
         for i, j, size in rest.get_matching_blocks():
             for k in range(size):
                 old, new = before[aligned + i + k], after[aligned + j + k]
+                fix = partial(_fix, name, modules, classes)
                 _check_constants(old, new, trace, got, f"op {aligned + i + k} of {where}", fix)
 
 
-def _check_shape(
-    new: Op, want: tuple[int, ...] | None, have: tuple[int, ...] | None, op: str, fix: Callable[[], str]
-) -> None:
-    if want != have:
-        raise PrunedModelMismatchError(
-            f"the pruned model does not compute what the plan predicts: {op}, aten.{new.func.__name__}, "
-            f"gives shape {have}, the plan predicts {want}. The forward likely reshapes with a size it "
-            f"stores (a head count or head size) that was not updated; {fix()}"
-        )
+def _failed_op(trace: Trace, partial_trace: Trace | None, name: str) -> Op | None:
+    """The op of ``trace`` that the pruned forward failed in: the next op of module ``name`` after those
+    the pruned model's cut-short trace recorded for it."""
+    if partial_trace is None:
+        return None
+    done = sum(op.module == name for op in partial_trace.ops)
+    ops = [op for op in trace.ops if op.module == name]
+    return ops[done] if done < len(ops) else None
+
+
+def _reaching(args: tuple, trace: Trace, expected: list[tuple[int, ...]], replay: Replay) -> list[str]:
+    """Modules producing the pruned channels of the tensors among ``args`` (a pruned dim of each)."""
+    groups = {}
+    for index, roots in enumerate(replay.channel_roots):
+        groups.update(dict.fromkeys(roots.tolist(), index))
+    found: set[str] = set()
+    for ref in (a for value in args for a in (value if isinstance(value, (list, tuple)) else (value,))):
+        if not isinstance(ref, Ref) or ref.node not in replay.labels:
+            continue
+        for vec, was, now in zip(
+            replay.labels[ref.node], trace.shapes[ref.node], expected[ref.node], strict=False
+        ):
+            if was != now:
+                for root in np.unique(replay.uf.find(vec)).tolist():
+                    if root in groups and groups[root] < len(replay.producers):
+                        found.update(replay.producers[groups[root]])
+    return sorted(found)
 
 
 def _check_constants(old: Op, new: Op, trace: Trace, got: Trace, op: str, fix: Callable[[], str]) -> None:
@@ -143,9 +190,10 @@ def _where(name: str, modules: Mapping[str, str]) -> str:
     return f"module {name!r} ({modules.get(name, '?')})" if name else "the model's own forward"
 
 
-def _fix(name: str, modules: Mapping[str, str], classes: Counter[str]) -> str:
-    """How to get past the error; where other modules share the class (``classes``: module class name
-    → count) and so the forward of the one that failed, an ``ignore`` list that keeps them all whole."""
+def _fix(name: str, modules: Mapping[str, str], classes: Counter[str], reaching: Sequence[str] = ()) -> str:
+    """How to get past the error: where known, an ``ignore`` list of the layers whose pruned channels
+    reach the op (``reaching``); where other modules share the failing module's class (``classes``:
+    module class name → count) and so its forward, a list that keeps them all whole."""
     kind = modules.get(name)
     count = classes[kind] if name and kind is not None else 0
     every = (
@@ -154,9 +202,14 @@ def _fix(name: str, modules: Mapping[str, str], classes: Counter[str]) -> str:
         if count > 1
         else ""
     )
+    keep = (
+        f"keep the layers whose channels reach it whole with ignore={list(reaching)[:6]!r}, or "
+        if reaching
+        else ""
+    )
     return (
-        "the model passed to apply_plan is unchanged (unless inplace=True). Fix: keep that module out of "
-        f"pruning with ignore=[...]{every}, try heads='heads' or heads='head_dim', or set the attribute "
+        f"the model passed to apply_plan is unchanged (unless inplace=True). Fix: {keep}keep that module out "
+        f"of pruning with ignore=[...]{every}, try heads='heads' or heads='head_dim', or set the attribute "
         "after pruning and pass verify=False"
     )
 
