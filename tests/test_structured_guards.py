@@ -403,3 +403,30 @@ def test_a_stale_split_size_names_the_layers_to_keep_and_keeping_them_works(size
     assert ignore == ["a"]
     pruned = apply_plan(model, build_plan(model, DependencyGraph.build(model, x, ignore=ignore), 0.5))
     assert pruned.b.out_channels == 2 and pruned.a.out_channels == 8
+
+
+class LearnedTokens(nn.Module):
+    """Perceiver-style learned queries and learned key/value slots: positions, not channels."""
+
+    def __init__(self, eager: bool) -> None:
+        super().__init__()
+        self.latents, self.memory = nn.Parameter(torch.randn(6, 16)), nn.Parameter(torch.randn(1, 1, 5, 16))
+        self.fc, self.head, self.eager = nn.Linear(16, 16), nn.Linear(16, 4), eager
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x (B, 1, L, 16)
+        q = self.latents.expand(x.shape[0], 1, -1, -1)
+        kv = torch.cat([x, self.memory.expand(x.shape[0], -1, -1, -1)], 2)
+        if self.eager:
+            out = (q @ kv.transpose(-2, -1) * 0.25).softmax(-1) @ kv
+        else:
+            out = F.scaled_dot_product_attention(q, kv, kv, scale=0.25)
+        return self.head(self.fc(out[:, 0]).sum(1))
+
+
+@pytest.mark.parametrize("eager", [False, True], ids=["sdpa", "eager"])
+def test_learned_query_and_key_positions_are_not_channels(eager: bool) -> None:
+    """A zeroed key still takes softmax weight and a zeroed query still averages v: removing one
+    changes the output, so their token dims never prune (their feature dims meet the input's here)."""
+    model = LearnedTokens(eager).eval()
+    graph = DependencyGraph.build(model, torch.randn(2, 1, 7, 16))
+    assert [g.modules() for g in graph.groups] == [["fc", "head"]]

@@ -37,11 +37,12 @@ _SPLITS = ("split", "split_with_sizes", "unsafe_split")
 
 
 def sdpa(ctx: Context, op: Op) -> list[Labels]:
-    """Fused attention; ``attn_mask`` is added to the scores ``(B, Hq, L, S)``: its dims join theirs
-    where equal, broadcast ones are pinned (T5's learned position bias joins the heads); without
-    ``scale`` the dim ``E`` is pinned (the default scale ``1/√E`` would change when ``E`` shrinks);
-    ``E`` of ``v`` joins ``E`` of ``q`` when equal, since models reshape q, k and v with one
-    ``head_dim`` attribute."""
+    """Fused attention. The positions ``L`` and ``S`` are pinned (a zeroed key still takes softmax
+    weight, a zeroed query still averages ``v``). ``attn_mask`` is added to the scores
+    ``(B, Hq, L, S)``: its dims join theirs where equal, broadcast ones are pinned (T5's learned
+    position bias joins the heads). Without ``scale`` the dim ``E`` is pinned (the default scale
+    ``1/√E`` would change when ``E`` shrinks). ``E`` of ``v`` joins ``E`` of ``q`` when equal, since
+    models reshape q, k and v with one ``head_dim`` attribute."""
     q, k, v = arg(op, "query"), arg(op, "key"), arg(op, "value")
     ql, kl, vl = ctx.of(q), ctx.of(k), ctx.of(v)
     mask = arg(op, "attn_mask", arg(op, "attn_bias"))
@@ -58,6 +59,8 @@ def sdpa(ctx: Context, op: Op) -> list[Labels]:
     if arg(op, "scale") is None:
         ctx.uf.pin(ql[-1])
     ctx.uf.union(kl[-2], vl[-2])
+    ctx.uf.pin(kl[-2])  # a key is softmax-normalised with the others: a zeroed one still takes weight,
+    ctx.uf.pin(ql[-2])  # and a zeroed query still averages v: positions are not channels (learned latents)
     for a, b, c in zip(ql[:-3], kl[:-3], vl[:-3], strict=True):
         ctx.join([a, b, c] if len(a) == len(b) else [b, c])
     if len(ql) >= 3:
@@ -264,11 +267,14 @@ def couple_eager_attention(sites: AttentionSites, labels: dict[int, Labels], uf:
     """Channel coupling of attention written as ``softmax(q·kᵀ)·v`` that the per-op rules cannot see.
 
     Joins the head size of ``v`` to that of ``q`` where equal (models size q, k and v heads by one
-    ``head_dim`` attribute, as in :func:`sdpa`), and pins the contracted dim of SDPA's unfused math
+    ``head_dim`` attribute, as in :func:`sdpa`), pins the query positions (as :func:`sdpa` does; the
+    softmax pins the key positions), and pins the contracted dim of SDPA's unfused math
     path (``_safe_softmax``): its default scale ``1/√E`` arrives as constants invisible in the trace.
     """
     for scores, weighted, softmax in sites.eager:
         q, k = (labels.get(a.node) if isinstance(a, Ref) else None for a in _operands(scores))
+        if q is not None and len(q) >= 2:
+            uf.pin(q[-2])  # query positions (learned latents): a zeroed query still averages v
         if softmax.name == "_safe_softmax":
             for vectors, dim in ((q, -1), (k, -2)):
                 if vectors is not None:
