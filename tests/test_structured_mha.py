@@ -202,3 +202,36 @@ def test_the_last_head_is_one_channel_in_heads_mode() -> None:
     assert attention and set(attention) == {1}  # before: its 8 dims, and pruning them broke the view
     pruned, zeroed, _ = prune_zeroed(model, graph, list(graph.groups), torch.Generator().manual_seed(0))
     assert_exact(pruned, zeroed, x)
+
+
+class MetaLlamaAttention(nn.Module):
+    """Meta's reference Llama attention: ``wq``/``wk``/``wv``/``wo``, head counts stored as
+    ``n_local_heads``/``n_local_kv_heads``/``n_rep`` and used in views and ``repeat_kv``."""
+
+    def __init__(self, dim: int = 32, heads: int = 4, kv_heads: int = 2) -> None:
+        super().__init__()
+        self.n_local_heads, self.n_local_kv_heads = heads, kv_heads
+        self.n_rep, self.head_dim = heads // kv_heads, dim // heads
+        self.wq, self.wo = nn.Linear(dim, dim, bias=False), nn.Linear(dim, dim, bias=False)
+        self.wk, self.wv = (nn.Linear(dim, kv_heads * self.head_dim, bias=False) for _ in range(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        q = self.wq(x).view(b, n, self.n_local_heads, self.head_dim)
+        k, v = (p(x).view(b, n, self.n_local_kv_heads, self.head_dim) for p in (self.wk, self.wv))
+        k, v = (
+            t[:, :, :, None].expand(b, n, self.n_local_kv_heads, self.n_rep, self.head_dim) for t in (k, v)
+        )
+        k, v = (t.reshape(b, n, self.n_local_heads, self.head_dim) for t in (k, v))
+        y = F.scaled_dot_product_attention(*(t.transpose(1, 2) for t in (q, k, v)), is_causal=True)
+        return self.wo(y.transpose(1, 2).reshape(b, n, -1))
+
+
+def test_meta_llama_attention_names_prune_whole_kv_groups_exactly() -> None:
+    model, x = MetaLlamaAttention().eval(), torch.randn(2, 5, 32)
+    graph = DependencyGraph.build(model, x)
+    (group,) = [g for g in graph.groups if "wq" in g.modules()]
+    assert group.size == 2  # a kv head with its 2 query heads
+    pruned, zeroed, _ = prune_zeroed(model, graph, [group], torch.Generator().manual_seed(0))
+    assert (pruned.n_local_heads, pruned.n_local_kv_heads, pruned.n_rep) == (2, 1, 2)
+    assert_exact(pruned, zeroed, x)

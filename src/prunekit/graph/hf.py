@@ -2,10 +2,11 @@
 
 Nothing here imports ``transformers`` at import time: ``Conv1D`` is registered by its qualified name,
 attention modules are recognised by their projections (``q_proj``/``k_proj``, ``query``/``key``,
-``q_lin``/``k_lin``, ``q``/``k``, a fused ``c_attn``, ``query_key_value``, ``Wqkv`` or timm's ``qkv``,
-Phi-3's sliced ``qkv_proj``)
-and their attributes (``head_dim``/``attention_head_size``/``key_value_proj_dim``,
-``num_heads``/``num_attention_heads``/``n_heads``, ``all_head_size``/``split_size``/``inner_dim``).
+``q_lin``/``k_lin``, ``q``/``k``, Meta Llama's ``wq``/``wk``, a fused ``c_attn``, ``query_key_value``,
+``Wqkv`` or timm's ``qkv``, Phi-3's sliced ``qkv_proj``) and their attributes (``head_dim``/
+``attention_head_size``/``key_value_proj_dim``, ``num_heads``/``num_attention_heads``/``n_heads``/
+``n_head``/``n_local_heads``, ``all_head_size``/``split_size``/``inner_dim``, kv head counts and
+``num_key_value_groups``/``n_rep``).
 
 After pruning, :func:`update_attention` rewrites those attributes and
 :func:`prunekit.graph.hf_config.update_model` the config fields, so that ``save_pretrained`` writes a
@@ -33,15 +34,22 @@ from .trace import Ref, Trace
 
 CONV1D = "transformers.pytorch_utils.Conv1D"
 _HEAD_DIM = ("head_dim", "attention_head_size", "key_value_proj_dim", "head_size")
-_NUM_HEADS = ("num_heads", "num_attention_heads", "n_heads")
+_NUM_HEADS = (
+    "num_heads",
+    "num_attention_heads",
+    "n_heads",
+    "n_head",
+    "n_local_heads",
+)  # Meta/llama2.c: n_local_…
 _WIDTH = ("all_head_size", "split_size", "inner_dim")
 # the number q·kᵀ is multiplied (or, GPT-J's 0-dim tensor scale_attn, divided) by, where a module stores one
 _SCALE = ("scaling", "scale", "inv_norm_factor", "scale_attn")
 _HEAD_FIELDS = ("num_attention_heads", "encoder_attention_heads", "decoder_attention_heads")  # config
-_QK = (("q_proj", "k_proj"), ("query", "key"), ("q_lin", "k_lin"), ("q", "k"))
+_QK = (("q_proj", "k_proj"), ("query", "key"), ("q_lin", "k_lin"), ("q", "k"), ("wq", "wk"))
 _FUSED_QKV = ("c_attn", "query_key_value", "Wqkv", "qkv")  # q, k and v in equal thirds …
 _UNEQUAL_QKV = ("is_cross_attention", "multi_query", "new_decoder_architecture")  # … unless one is set
-_KV_HEADS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads")  # … or kv heads differ from heads
+_KV_HEADS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads", "n_local_kv_heads")  # … or kv heads differ
+_GROUPS = ("num_key_value_groups", "n_rep")  # q heads per kv head
 # Fused projections the model slices into q, k and v with bounds it computes from the head counts that
 # pruning updates (Phi-3: ``qkv[..., :config.num_attention_heads * head_dim]``), paired with the output
 # projection whose input width is the q width. Slices that tile such an output pass channels through
@@ -161,7 +169,7 @@ def update_attention(model: nn.Module, heads: str) -> dict[str, Attention]:
         for attr in _WIDTH:
             if isinstance(getattr(module, attr, None), int):
                 setattr(module, attr, q)
-        counts = {"num_key_value_groups": q // k, **dict.fromkeys(_KV_HEADS, k // d)}  # grouped-query:
+        counts = {**dict.fromkeys(_GROUPS, q // k), **dict.fromkeys(_KV_HEADS, k // d)}  # grouped-query:
         for attr, value in counts.items():  # q heads per kv head change once the kv heads are down to one
             if isinstance(getattr(module, attr, None), int):
                 setattr(module, attr, value)
@@ -227,7 +235,7 @@ def load_pretrained(model_class: type, directory: str | os.PathLike[str]) -> nn.
         for name in _SCALE:  # the model was built for another head size
             if scale and scale[0] is not None and (built := getattr(module, name, None)) is not None:
                 setattr(module, name, _like(built, scale[0]))
-        values = {"num_key_value_groups": h // kv, **dict.fromkeys(_WIDTH, h * d)}
+        values = {**dict.fromkeys(_GROUPS, h // kv), **dict.fromkeys(_WIDTH, h * d)}
         values |= dict.fromkeys(_HEAD_DIM, d) | dict.fromkeys(_NUM_HEADS, h) | dict.fromkeys(_KV_HEADS, kv)
         for name, value in values.items():
             if isinstance(getattr(module, name, None), int):
