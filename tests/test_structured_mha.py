@@ -235,3 +235,39 @@ def test_meta_llama_attention_names_prune_whole_kv_groups_exactly() -> None:
     pruned, zeroed, _ = prune_zeroed(model, graph, [group], torch.Generator().manual_seed(0))
     assert (pruned.n_local_heads, pruned.n_local_kv_heads, pruned.n_rep) == (2, 1, 2)
     assert_exact(pruned, zeroed, x)
+
+
+class PairRotaryAttention(nn.Module):
+    """llama2.c's rotary embedding: (…, D) as (…, D/2, 2) pairs, ``unbind`` into real and imaginary
+    parts, rotated, ``stack``-ed back and flattened."""
+
+    def __init__(self, dim: int = 32, heads: int = 4, length: int = 5) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim = heads, dim // heads
+        self.q_proj, self.k_proj, self.v_proj, self.o_proj = (nn.Linear(dim, dim) for _ in range(4))
+        angles = torch.outer(torch.arange(length).float(), 0.5 ** torch.arange(self.head_dim // 2).float())
+        self.register_buffer("cos", angles.cos()[None, :, None], persistent=False)
+        self.register_buffer("sin", angles.sin()[None, :, None], persistent=False)
+
+    def rotate(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, H, D)
+        re, im = x.reshape(*x.shape[:-1], -1, 2).unbind(-1)
+        return torch.stack([re * self.cos - im * self.sin, re * self.sin + im * self.cos], -1).flatten(3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        q, k, v = (
+            p(x).view(b, n, self.num_heads, self.head_dim) for p in (self.q_proj, self.k_proj, self.v_proj)
+        )
+        q, k, v = (t.transpose(1, 2) for t in (self.rotate(q), self.rotate(k), v))
+        return self.o_proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, -1))
+
+
+def test_rotary_written_as_unbind_and_stack_keeps_heads_prunable() -> None:
+    model, x = PairRotaryAttention().eval(), torch.randn(2, 5, 32)
+    (group,) = [g for g in DependencyGraph.build(model, x).groups if "q_proj" in g.modules()]
+    assert group.size == 4  # heads (before: the rotary pinned the head dim and with it every head)
+    pruned, zeroed, removals = prune_zeroed(
+        model, DependencyGraph.build(model, x), [group], torch.Generator()
+    )
+    assert pruned.num_heads == 4 - len(removals[group.index])
+    assert_exact(pruned, zeroed, x)

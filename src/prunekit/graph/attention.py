@@ -95,7 +95,8 @@ def head_hints(trace: Trace, mode: str, sites: AttentionSites) -> dict[int, int]
 
     Starts from the ``q``, ``k``, ``v`` of every fused attention and of every eager one (the ``bmm``
     of ``q·kᵀ`` feeding a softmax, and the ``bmm`` of the softmax output with ``v``), and walks back
-    through transposes, ``select``/``unbind`` of a fused qkv tensor, copies, rotary arithmetic,
+    through transposes, ``select``/``unbind`` of a fused qkv tensor, copies, rotary arithmetic (also
+    written as ``unbind`` into halves and ``stack``),
     ``repeat_kv``'s expand and head-preserving views to the view that creates the head dim.
     """
     producer = sites.producer
@@ -202,6 +203,12 @@ def _walk(trace: Trace, producer: dict[int, Op], node: int, head: int, mode: str
             dim = int(arg(op, "dim", 0)) % len(shape)
             if dim != head:
                 stack.append((op.args[0].node, head))
+        elif op.name == "stack":  # llama2.c's rotary: stack([re, im], -1) over (…, H, D/2) halves
+            dim = int(arg(op, "dim", 0)) % len(shape)
+            if dim != head:
+                stack.extend(
+                    (a.node, head if head < dim else head - 1) for a in op.args[0] if isinstance(a, Ref)
+                )
         elif op.name in ("select", "unbind"):  # a fused qkv split: qkv[0] or qkv.unbind(0)
             removed = int(op.args[1] if len(op.args) > 1 else op.kwargs.get("dim", 0)) % (len(shape) + 1)
             stack.append((op.args[0].node, head if head < removed else head + 1))
