@@ -239,17 +239,21 @@ def test_meta_llama_attention_names_prune_whole_kv_groups_exactly() -> None:
 
 class PairRotaryAttention(nn.Module):
     """llama2.c's rotary embedding: (…, D) as (…, D/2, 2) pairs, ``unbind`` into real and imaginary
-    parts, rotated, ``stack``-ed back and flattened."""
+    parts, rotated, ``stack``-ed back and flattened; or, with ``complex_numbers``, Meta Llama's: the
+    pairs viewed as complex numbers, multiplied by unit ones, viewed as real again."""
 
-    def __init__(self, dim: int = 32, heads: int = 4, length: int = 5) -> None:
+    def __init__(self, complex_numbers: bool, dim: int = 32, heads: int = 4, length: int = 5) -> None:
         super().__init__()
-        self.num_heads, self.head_dim = heads, dim // heads
+        self.complex_numbers, self.num_heads, self.head_dim = complex_numbers, heads, dim // heads
         self.q_proj, self.k_proj, self.v_proj, self.o_proj = (nn.Linear(dim, dim) for _ in range(4))
         angles = torch.outer(torch.arange(length).float(), 0.5 ** torch.arange(self.head_dim // 2).float())
         self.register_buffer("cos", angles.cos()[None, :, None], persistent=False)
         self.register_buffer("sin", angles.sin()[None, :, None], persistent=False)
 
     def rotate(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, H, D)
+        if self.complex_numbers:
+            pairs = torch.view_as_complex(x.reshape(*x.shape[:-1], -1, 2))
+            return torch.view_as_real(pairs * torch.complex(self.cos, self.sin)).flatten(3)
         re, im = x.reshape(*x.shape[:-1], -1, 2).unbind(-1)
         return torch.stack([re * self.cos - im * self.sin, re * self.sin + im * self.cos], -1).flatten(3)
 
@@ -262,10 +266,11 @@ class PairRotaryAttention(nn.Module):
         return self.o_proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, -1))
 
 
-def test_rotary_written_as_unbind_and_stack_keeps_heads_prunable() -> None:
-    model, x = PairRotaryAttention().eval(), torch.randn(2, 5, 32)
+@pytest.mark.parametrize("complex_numbers", [False, True], ids=["unbind_stack", "view_as_complex"])
+def test_rotary_on_pairs_keeps_heads_prunable(complex_numbers: bool) -> None:
+    model, x = PairRotaryAttention(complex_numbers).eval(), torch.randn(2, 5, 32)
     (group,) = [g for g in DependencyGraph.build(model, x).groups if "q_proj" in g.modules()]
-    assert group.size == 4  # heads (before: the rotary pinned the head dim and with it every head)
+    assert group.size == 4  # heads (before: the rotary pinned every head, or was refused)
     pruned, zeroed, removals = prune_zeroed(
         model, DependencyGraph.build(model, x), [group], torch.Generator()
     )

@@ -203,6 +203,8 @@ def _walk(trace: Trace, producer: dict[int, Op], node: int, head: int, mode: str
             dim = int(arg(op, "dim", 0)) % len(shape)
             if dim != head:
                 stack.append((op.args[0].node, head))
+        elif op.name in ("view_as_complex", "view_as_real"):  # Meta Llama's rotary: dims before the pair
+            stack.append((op.args[0].node, head))
         elif op.name == "stack":  # llama2.c's rotary: stack([re, im], -1) over (…, H, D/2) halves
             dim = int(arg(op, "dim", 0)) % len(shape)
             if dim != head:

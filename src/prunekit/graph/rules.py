@@ -56,6 +56,7 @@ def _register() -> None:
     register_op_rule(("new_ones", "new_zeros", "new_full", "new_empty", "new_empty_strided"), shape.fresh)
     register_op_rule("cat", shape.cat)
     register_op_rule("glu", shape.glu)
+    register_op_rule(("view_as_complex", "view_as_real"), shape.complex_view)
     register_op_rule(("flip", "sort", "topk", "unfold"), shape.along_positions)
     register_op_rule("gather", shape.gather)
     register_op_rule("as_strided", shape.as_strided)

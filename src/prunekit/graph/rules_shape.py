@@ -112,6 +112,16 @@ def pinned(ctx: Context, op: Op) -> list[Labels]:
     return [ctx.zeros(ctx.shape(o)) for o in out_refs(op)]
 
 
+def complex_view(ctx: Context, op: Op) -> list[Labels]:
+    """``view_as_complex`` (…, N, 2) → (…, N) and ``view_as_real`` back (Meta Llama's rotary): every
+    dim but the (real, imaginary) pair keeps its labels; the pair holds no channels."""
+    labels = list(ctx.of(op.args[0]))
+    if op.name == "view_as_complex":
+        ctx.uf.pin(labels.pop())
+        return [labels]
+    return [[*labels, np.zeros(2, dtype=np.int64)]]
+
+
 def fresh(ctx: Context, op: Op) -> list[Labels]:
     """A new tensor of given sizes (``x.new_ones(size)``, ``x.new_zeros`` …): ``x`` lends only its dtype
     and device, so nothing is coupled; the new tensor holds no channels (sizes the forward derives from a
