@@ -291,3 +291,43 @@ def test_ops_moving_values_along_time_keep_channels_prunable(op: Op) -> None:
 def test_ops_moving_values_along_channels_keep_them_whole(op: Op) -> None:
     model = Through(nn.Linear(6, 8), op, nn.Linear(8, 3)).eval()
     assert _sizes_of_a(model, torch.randn(2, 5, 6)) == []
+
+
+class RoutedExperts(nn.Module):
+    """A hand-written top-2 mixture of experts: tokens gathered by ``nonzero``, expert outputs added
+    back with ``index_add_``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp, self.gate, self.out = nn.Linear(6, 8), nn.Linear(8, 3), nn.Linear(8, 2)
+        self.experts = nn.ModuleList(
+            nn.Sequential(nn.Linear(8, 12), nn.SiLU(), nn.Linear(12, 8)) for _ in range(3)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.inp(x)
+        weights, chosen = self.gate(x).softmax(-1).topk(2, dim=-1)
+        y = torch.zeros_like(x)
+        for i, expert in enumerate(self.experts):
+            token, slot = (chosen == i).nonzero(as_tuple=True)
+            y.index_add_(0, token, expert(x[token]) * weights[token, slot, None])
+        return self.out(y)
+
+
+def test_index_add_of_routed_experts_prunes_their_widths_exactly() -> None:
+    model, x = RoutedExperts().eval(), torch.randn(10, 6)
+    graph = DependencyGraph.build(model, x)
+    experts = [g for g in graph.groups if all(m.startswith("experts.") for m in g.modules())]
+    assert [g.size for g in experts] == [12, 12, 12]  # each expert's hidden width (before: refused)
+    pruned, zeroed, _ = prune_zeroed(model, graph, experts, torch.Generator().manual_seed(0))
+    assert_exact(pruned, zeroed, x)
+
+
+def test_routing_changed_by_pruning_is_named_as_such() -> None:
+    """Pruning the width the gate reads changes which tokens go where: the check says so."""
+    torch.manual_seed(0)
+    model, x = RoutedExperts().eval(), torch.randn(64, 6)
+    graph = DependencyGraph.build(model, x)
+    (width,) = [g for g in graph.groups if "gate" in g.modules()]
+    with pytest.raises(ValueError, match=r"takes another path .*aten\.nonzero.*verify=False"):
+        apply_plan(model, PruningPlan(graph, {width.index: list(range(6))}))

@@ -66,6 +66,7 @@ def _register() -> None:
     register_op_rule("select", shape.select)
     register_op_rule("index", shape.index)
     register_op_rule("index_select", shape.index_select)
+    register_op_rule("index_add", shape.index_add)
     register_op_rule("roll", shape.roll)
     register_op_rule(("channel_shuffle", "native_channel_shuffle"), shape.channel_shuffle)
     register_op_rule("pixel_shuffle", shape.pixel_shuffle)

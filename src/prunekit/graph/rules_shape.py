@@ -303,6 +303,20 @@ def index_select(ctx: Context, op: Op) -> list[Labels]:
     return [labels]
 
 
+def index_add(ctx: Context, op: Op) -> list[Labels]:
+    """``x.index_add(dim, index, source)`` (a mixture of experts gathering its tokens back): rows of
+    ``source`` add into hard-coded positions along ``dim`` (pinned, with the index); every other dim of
+    ``source`` joins ``x``'s."""
+    labels, source = list(ctx.of(op.args[0])), ctx.of(arg(op, "source"))
+    dim = int(arg(op, "dim")) % len(labels)
+    for vec in (labels[dim], source[dim], *ctx.of(arg(op, "index"))):
+        ctx.uf.pin(vec)
+    for d, (a, b) in enumerate(zip(labels, source, strict=True)):
+        if d != dim:
+            ctx.uf.union(a, b)
+    return [labels]
+
+
 def roll(ctx: Context, op: Op) -> list[Labels]:
     """``torch.roll``: a rolled dim is pinned (removing a channel would shift which ones wrap around);
     without ``dims`` the flattened tensor rolls, so every dim is pinned. Other dims pass."""

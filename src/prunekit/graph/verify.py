@@ -113,7 +113,16 @@ def _compare(trace: Trace, got: Trace, expected: list[tuple[int, ...]], replay: 
                 aligned = index  # a matmul over one head): the rest is compared by constants only
                 break
             want = _first_shape(old, expected)
-            if want != (have := _first_shape(new, got.shapes)):
+            if want != (have := _first_shape(new, got.shapes)) and new.name in _DATA_DEPENDENT:
+                raise PrunedModelMismatchError(
+                    f"the pruned model takes another path on the example inputs: op {index} of {where}, "
+                    f"aten.{new.func.__name__}, gives shape {have} where the original gave {want} (a size "
+                    "that depends on the values, such as tokens routed to an expert, which pruning "
+                    "changed), so the shapes after it cannot be checked against the plan. The model passed "
+                    "to apply_plan is unchanged (unless inplace=True). Fix: prune less where the routing "
+                    "is computed, or check the pruned model yourself and pass verify=False"
+                )
+            if want != have:
                 reaching = _reaching(old.args, trace, expected, replay)
                 raise PrunedModelMismatchError(
                     f"the pruned model does not compute what the plan predicts: op {index} of {where}, "
@@ -135,6 +144,9 @@ def _compare(trace: Trace, got: Trace, expected: list[tuple[int, ...]], replay: 
                 old, new = before[aligned + i + k], after[aligned + j + k]
                 fix = partial(_fix, name, modules, classes)
                 _check_constants(old, new, trace, got, f"op {aligned + i + k} of {where}", fix)
+
+
+_DATA_DEPENDENT = frozenset(("nonzero", "masked_select", "_unique2", "unique_dim", "unique_consecutive"))
 
 
 def _failed_op(trace: Trace, partial_trace: Trace | None, name: str) -> Op | None:
