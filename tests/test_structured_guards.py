@@ -50,7 +50,15 @@ def test_ops_that_mix_values_along_the_channel_dim_pin_it(mix) -> None:  # type:
     assert not _a_prunable(model, x)
 
 
-@pytest.mark.parametrize("mix", [nn.ReLU(), nn.MaxPool2d(3, 1, 1), lambda y: y * y.mean(1, keepdim=True)])
+@pytest.mark.parametrize(
+    "mix",
+    [
+        nn.ReLU(),
+        nn.MaxPool2d(3, 1, 1),
+        lambda y: y * y.mean(1, keepdim=True),
+        lambda y: y * torch.max(y, 1, keepdim=True)[0],  # CBAM: the maximum's value, its index unread
+    ],
+)
 def test_channel_wise_ops_and_channel_statistics_stay_prunable(mix) -> None:  # type: ignore[no-untyped-def]
     model, x = Mixer(mix).eval(), torch.randn(2, 3, 6, 6)
     assert _a_prunable(model, x)

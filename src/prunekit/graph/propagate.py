@@ -46,6 +46,12 @@ class Context:
         # multiple of (16-byte strides of _grouped_mm)
         self.broadcast: set[tuple[int, int]] = set()  # (node, dim) an expand broadcast: holds no channels
 
+    @functools.cached_property
+    def read(self) -> frozenset[int]:
+        """Nodes some op reads or the model returns (built on first use)."""
+        nodes = {ref.node for op in self.trace.ops for ref in tensor_args(op)}
+        return frozenset(nodes.union(self.trace.outputs))
+
     def shape(self, ref: Ref) -> tuple[int, ...]:
         return self.trace.shapes[ref.node]
 

@@ -44,13 +44,15 @@ def reduction(ctx: Context, op: Op) -> list[Labels]:
     """Reduced dims vanish (or become size 1); the others keep their labels.
 
     A statistic over a channel dim (mean, var, amax …) may change when channels go, as a LayerNorm's
-    does; a reduction that returns *positions* (argmax, ``max(dim)``'s indices) pins the reduced dims,
-    since the positions of the kept channels shift.
+    does; a reduction that returns *positions* (argmax, ``max(dim)``'s indices where read) pins the
+    reduced dims, since the positions of the kept channels shift (CBAM's ``x.max(1)[0]`` does not).
     """
     x = tensor_args(op)[0]
     labels = ctx.of(x)
     reduced = set(_dims(arg(op, "dim"), len(labels)))
-    if op.name in ("argmax", "argmin") or (len(out_refs(op)) == 2 and op.name in ("max", "min")):
+    outs = out_refs(op)
+    positions = len(outs) == 2 and op.name in ("max", "min") and outs[1].node in ctx.read
+    if op.name in ("argmax", "argmin") or positions:
         for d in reduced:
             ctx.uf.pin(labels[d])
     keep = bool(arg(op, "keepdim", False))
