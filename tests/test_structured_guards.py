@@ -438,3 +438,30 @@ def test_learned_query_and_key_positions_are_not_channels(eager: bool) -> None:
     model = LearnedTokens(eager).eval()
     graph = DependencyGraph.build(model, torch.randn(2, 1, 7, 16))
     assert [g.modules() for g in graph.groups] == [["fc", "head"]]
+
+
+class ParallelBlock(nn.Module):
+    """GPT-J-style parallel MLP and attention; the head count is stored as ``nh``, a name prunekit does
+    not update. The MLP runs first, so its width reaching one channel makes the module's later ops
+    decompose differently."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.nh, self.fc_in, self.fc_out = 4, nn.Linear(16, 8), nn.Linear(8, 16)
+        self.q, self.k, self.v, self.o = (nn.Linear(16, 16) for _ in range(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        mlp = self.fc_out(F.gelu(self.fc_in(x)))
+        q, k, v = (p(x).view(b, n, self.nh, -1).transpose(1, 2) for p in (self.q, self.k, self.v))
+        attention = F.scaled_dot_product_attention(q, k, v, scale=0.5).transpose(1, 2).reshape(b, n, -1)
+        return x + mlp + self.o(attention)
+
+
+def test_a_stale_head_count_is_caught_after_another_dim_went_down_to_one() -> None:
+    model, x = ParallelBlock().eval(), torch.randn(2, 5, 16)
+    graph = DependencyGraph.build(model, x)
+    (ffn,) = [g for g in graph.groups if "fc_in" in g.modules()]
+    (heads,) = [g for g in graph.groups if "q" in g.modules()]
+    with pytest.raises(PrunedModelMismatchError, match=r"aten\.view\.default, gives shape \(2, 5, 4, 2\)"):
+        apply_plan(model, PruningPlan(graph, {ffn.index: list(range(1, 8)), heads.index: [1, 2]}))

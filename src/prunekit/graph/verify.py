@@ -73,9 +73,8 @@ def expected_shapes(
 def verify_pruned(pruned: nn.Module, trace: Trace, replay: Replay, expected: list[tuple[int, ...]]) -> None:
     """Trace ``pruned`` on the example inputs; raise :class:`PrunedModelMismatchError` if it fails, or
     at the first op whose output shape or constants differ from ``expected`` (see
-    :func:`expected_shapes`). Each module's ops are compared in order up to the first op that differs
-    from ``trace``'s or first has a dim pruned to size one (later ops may decompose differently); the
-    rest of the module's ops are matched by function and compared by their constants only."""
+    :func:`expected_shapes`), as :func:`_compare` lines the ops up. Where the forward fails, the ops it
+    ran are compared first: the first that went wrong is named rather than the one that failed."""
     modules = replay.modules
     try:
         got = trace_model(pruned, replay.example_inputs)  # eval mode, no grad
@@ -103,47 +102,60 @@ def verify_pruned(pruned: nn.Module, trace: Trace, replay: Replay, expected: lis
 def _compare(trace: Trace, got: Trace, expected: list[tuple[int, ...]], replay: Replay) -> None:
     """Raise :class:`PrunedModelMismatchError` at the first op of ``got`` (the pruned model's trace,
     possibly cut short by a failure) whose shape or constants differ from ``trace``'s as the plan
-    predicts."""
+    predicts. After a module's ops stop lining up (a decomposition that depends on sizes, or a dim cut to
+    one), the ops matched by function are still compared: constants always, shapes where rank and the
+    lack of size-1 dims leave no other decomposition (a head count stored stale after another dim of the
+    module went down to one channel)."""
     modules, classes = replay.modules, Counter(replay.modules.values())
     for name, (before, after) in _by_module(trace, got).items():
         where = _where(name, modules)
         aligned = len(before)
         for index, (old, new) in enumerate(zip(before, after, strict=False)):
             if old.func != new.func:  # ATen decompositions depend on sizes (a Linear to one feature,
-                aligned = index  # a matmul over one head): the rest is compared by constants only
+                aligned = index  # a matmul over one head): the rest is compared as below
                 break
             want = _first_shape(old, expected)
-            if want != (have := _first_shape(new, got.shapes)) and new.name in _DATA_DEPENDENT:
-                raise PrunedModelMismatchError(
-                    f"the pruned model takes another path on the example inputs: op {index} of {where}, "
-                    f"aten.{new.func.__name__}, gives shape {have} where the original gave {want} (a size "
-                    "that depends on the values, such as tokens routed to an expert, which pruning "
-                    "changed), so the shapes after it cannot be checked against the plan. The model passed "
-                    "to apply_plan is unchanged (unless inplace=True). Fix: prune less where the routing "
-                    "is computed, or check the pruned model yourself and pass verify=False"
-                )
-            if want != have:
-                reaching = _reaching(old.args, trace, expected, replay)
-                raise PrunedModelMismatchError(
-                    f"the pruned model does not compute what the plan predicts: op {index} of {where}, "
-                    f"aten.{new.func.__name__}, gives shape {have}, the plan predicts {want}. The forward "
-                    "likely reshapes or splits with a size it stores (a head count or head size, a split "
-                    f"width) that was not updated; {_fix(name, modules, classes, reaching)}"
-                )
+            if want != _first_shape(new, got.shapes):
+                raise _shape_error(old, new, f"op {index} of {where}", trace, got, expected, replay)
             _check_constants(
                 old, new, trace, got, f"op {index} of {where}", partial(_fix, name, modules, classes)
             )
             if _shrinks_to_one(want, _first_shape(old, trace.shapes)):
                 aligned = index + 1  # ops reading size-1 dims take other decompositions (einsum
-                break  # squeezes them): the rest is compared by constants only
+                break  # squeezes them): the rest is compared as below
         rest = SequenceMatcher(
             None, [o.func for o in before[aligned:]], [o.func for o in after[aligned:]], False
         )
         for i, j, size in rest.get_matching_blocks():
             for k in range(size):
                 old, new = before[aligned + i + k], after[aligned + j + k]
-                fix = partial(_fix, name, modules, classes)
-                _check_constants(old, new, trace, got, f"op {aligned + i + k} of {where}", fix)
+                op = f"op {aligned + i + k} of {where}"
+                _check_constants(old, new, trace, got, op, partial(_fix, name, modules, classes))
+                want, have = _first_shape(old, expected), _first_shape(new, got.shapes)
+                if want and have and want != have and len(want) == len(have) and 1 not in want:
+                    raise _shape_error(old, new, op, trace, got, expected, replay)
+
+
+def _shape_error(
+    old: Op, new: Op, op: str, trace: Trace, got: Trace, expected: list[tuple[int, ...]], replay: Replay
+) -> PrunedModelMismatchError:
+    """The error for ``new`` (the pruned model's ``old``) giving another shape than the plan predicts."""
+    want, have = _first_shape(old, expected), _first_shape(new, got.shapes)
+    if new.name in _DATA_DEPENDENT:
+        return PrunedModelMismatchError(
+            f"the pruned model takes another path on the example inputs: {op}, aten.{new.func.__name__}, "
+            f"gives shape {have} where the original gave {want} (a size that depends on the values, such as "
+            "tokens routed to an expert, which pruning changed), so the shapes after it cannot be checked "
+            "against the plan. The model passed to apply_plan is unchanged (unless inplace=True). Fix: prune "
+            "less where the routing is computed, or check the pruned model yourself and pass verify=False"
+        )
+    modules = replay.modules
+    fix = _fix(old.module, modules, Counter(modules.values()), _reaching(old.args, trace, expected, replay))
+    return PrunedModelMismatchError(
+        f"the pruned model does not compute what the plan predicts: {op}, aten.{new.func.__name__}, gives "
+        f"shape {have}, the plan predicts {want}. The forward likely reshapes or splits with a size it "
+        f"stores (a head count or head size, a split width) that was not updated; {fix}"
+    )
 
 
 _DATA_DEPENDENT = frozenset(("nonzero", "masked_select", "_unique2", "unique_dim", "unique_consecutive"))
