@@ -55,6 +55,9 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
         d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4, decoder_attention_heads=4,
         encoder_ffn_dim=64, decoder_ffn_dim=64, **SMALL)),
     "phi3": lambda: tf.Phi3Model(tf.Phi3Config(intermediate_size=64, num_key_value_heads=2, **DECODER)),
+    "falcon_new": lambda: tf.FalconModel(tf.FalconConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_kv_heads=2,
+        new_decoder_architecture=True, **SMALL)),
     "qwen2_moe": lambda: tf.Qwen2MoeModel(tf.Qwen2MoeConfig(
         intermediate_size=64, moe_intermediate_size=32, shared_expert_intermediate_size=64, num_experts=4,
         num_experts_per_tok=2, num_key_value_heads=2, **DECODER)),
@@ -99,7 +102,7 @@ def _is_norm(model: nn.Module, group: Group) -> bool:  # LayerNorm / RMSNorm sta
 
 @pytest.mark.parametrize("heads", ["heads", "head_dim"])
 @pytest.mark.parametrize(
-    "name", ["distilbert", "t5", "t5_eager", "t5_encoder_decoder", "bloom", "qwen2", "phi3"]
+    "name", ["distilbert", "t5", "t5_eager", "t5_encoder_decoder", "bloom", "qwen2", "phi3", "falcon_new"]
 )
 def test_pruning_zeroed_channels_is_exact(name: str, heads: str) -> None:
     model, inputs = _model(name), _inputs(name)
@@ -155,6 +158,17 @@ def test_phi3_fused_qkv_proj_is_sliced_by_heads() -> None:
     pruned = apply_plan(model, PruningPlan(graph, {g.index: [1] for g in graph.groups if g.size == 2}))
     assert pruned.layers[1].self_attn.qkv_proj.out_features == 32  # (2 + 1 + 1) · 8
     assert pruned.layers[1].self_attn.num_key_value_heads == 1
+
+
+def test_falcon_grouped_qkv_loses_whole_kv_groups_and_counts_follow() -> None:
+    """Falcon's new decoder: one fused query_key_value viewed as (kv heads, q per kv + 2, head_dim)."""
+    model, inputs = _model("falcon_new"), _inputs("falcon_new")
+    graph = DependencyGraph.build(model, inputs)
+    (group,) = [g for g in graph.groups if "h.0.self_attention.dense" in g.modules()]
+    assert group.size == 2  # 2 kv heads, each with its 2 q heads
+    pruned = apply_plan(model, PruningPlan(graph, {group.index: [0]}))
+    attention = pruned.h[0].self_attention
+    assert (attention.num_heads, attention.num_kv_heads, attention.query_key_value.out_features) == (2, 1, 32)
 
 
 def test_phi3_refuses_layers_with_different_head_counts_before_changing_anything() -> None:

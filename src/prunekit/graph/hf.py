@@ -54,7 +54,10 @@ _GROUPS = ("num_key_value_groups", "n_rep")  # q heads per kv head
 # pruning updates (Phi-3: ``qkv[..., :config.num_attention_heads * head_dim]``), paired with the output
 # projection whose input width is the q width. Slices that tile such an output pass channels through
 # (see :func:`prunekit.graph.rules_shape.tiled_slices`); elsewhere a partial slice pins its dim.
-SLICED_QKV = {"qkv_proj": "o_proj"}
+SLICED_QKV = ("qkv_proj",)
+# Fused projections of unequal q, k and v widths, and the output projection whose input width is the
+# q width (k and v share the rest): Phi-3; Falcon's multi-query and grouped ("new decoder") layouts.
+_QKV_AND_OUT = {"qkv_proj": "o_proj", "query_key_value": "dense"}
 
 
 class Attention(NamedTuple):
@@ -103,9 +106,10 @@ def _projections(module: nn.Module) -> tuple[int, int, int] | None:
         q, k = children.get(q_name), children.get(k_name)
         if _out(q) is not None and _out(k) is not None:
             return _out(q), _out(k), _in(q)
-    for fused_name, out_name in SLICED_QKV.items():
+    for fused_name, out_name in _QKV_AND_OUT.items():
         fused, out = children.get(fused_name), children.get(out_name)
-        if _out(fused) is not None and _out(out) is not None:
+        unequal = fused_name in SLICED_QKV or any(getattr(module, n, False) for n in _UNEQUAL_QKV[1:])
+        if unequal and _out(fused) is not None and _out(out) is not None:
             q = _in(out)  # q heads · head_dim; k and v share the rest equally
             return q, (_out(fused) - q) // 2, _in(fused)
     fused = next((children[n] for n in _FUSED_QKV if _out(children.get(n)) is not None), None)
@@ -116,7 +120,7 @@ def _projections(module: nn.Module) -> tuple[int, int, int] | None:
 
 
 def check_sliced_qkv(trace: Trace, expected: list[tuple[int, ...]]) -> None:
-    """Raise ``ValueError`` if a plan keeps different q widths in projections of :data:`SLICED_QKV`
+    """Raise ``ValueError`` if a plan keeps different q widths in the projections :data:`SLICED_QKV` names
     that were equal: Phi-3 computes the q bound from ``config.num_attention_heads``, which its layers
     share. ``expected`` is the shape of every node after pruning."""
     fused = {
