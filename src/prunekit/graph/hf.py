@@ -34,13 +34,8 @@ from .trace import Ref, Trace
 
 CONV1D = "transformers.pytorch_utils.Conv1D"
 _HEAD_DIM = ("head_dim", "attention_head_size", "key_value_proj_dim", "head_size")
-_NUM_HEADS = (
-    "num_heads",
-    "num_attention_heads",
-    "n_heads",
-    "n_head",
-    "n_local_heads",
-)  # Meta/llama2.c: n_local_…
+# Meta Llama / llama2.c store n_local_heads, nanoGPT n_head
+_NUM_HEADS = ("num_heads", "num_attention_heads", "n_heads", "n_head", "n_local_heads")
 _WIDTH = ("all_head_size", "split_size", "inner_dim")
 # the number q·kᵀ is multiplied (or, GPT-J's 0-dim tensor scale_attn, divided) by, where a module stores one
 _SCALE = ("scaling", "scale", "inv_norm_factor", "scale_attn")
@@ -51,13 +46,14 @@ _UNEQUAL_QKV = ("is_cross_attention", "multi_query", "new_decoder_architecture")
 _KV_HEADS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads", "n_local_kv_heads")  # … or kv heads differ
 _GROUPS = ("num_key_value_groups", "n_rep")  # q heads per kv head
 # Fused projections the model slices into q, k and v with bounds it computes from the head counts that
-# pruning updates (Phi-3: ``qkv[..., :config.num_attention_heads * head_dim]``), paired with the output
-# projection whose input width is the q width. Slices that tile such an output pass channels through
-# (see :func:`prunekit.graph.rules_shape.tiled_slices`); elsewhere a partial slice pins its dim.
+# pruning updates (Phi-3: ``qkv[..., :config.num_attention_heads * head_dim]``). Slices that tile such an
+# output pass channels through (see :func:`prunekit.graph.rules_shape.tiled_slices`); elsewhere a partial
+# slice pins its dim.
 SLICED_QKV = ("qkv_proj",)
 # Fused projections of unequal q, k and v widths, and the output projection whose input width is the
 # q width (k and v share the rest): Phi-3; Falcon's multi-query and grouped ("new decoder") layouts.
 _QKV_AND_OUT = {"qkv_proj": "o_proj", "query_key_value": "dense"}
+_GROUPED_QKV = ("multi_query", "new_decoder_architecture")
 
 
 class Attention(NamedTuple):
@@ -108,7 +104,7 @@ def _projections(module: nn.Module) -> tuple[int, int, int] | None:
             return _out(q), _out(k), _in(q)
     for fused_name, out_name in _QKV_AND_OUT.items():
         fused, out = children.get(fused_name), children.get(out_name)
-        unequal = fused_name in SLICED_QKV or any(getattr(module, n, False) for n in _UNEQUAL_QKV[1:])
+        unequal = fused_name in SLICED_QKV or any(getattr(module, n, False) for n in _GROUPED_QKV)
         if unequal and _out(fused) is not None and _out(out) is not None:
             q = _in(out)  # q heads · head_dim; k and v share the rest equally
             return q, (_out(fused) - q) // 2, _in(fused)
