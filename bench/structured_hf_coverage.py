@@ -395,10 +395,7 @@ def _prune_zeroed(
             graph = DependencyGraph.build(model, inputs, heads=heads)
     except ValueError as error:
         return {"status": "refused", "at": "graph", "reason": f"{type(error).__name__}: {error}"[:200]}
-    modules = dict(model.named_modules())
-    groups = [
-        g for g in graph.groups if g.size > 1 and not any(_statistics(modules[m.module]) for m in g.members)
-    ]
+    groups = [g for g in graph.groups if g.size > 1 and g.exact]  # not under LayerNorm, RMSNorm, a mean …
     removals = {
         g.index: torch.randperm(g.size, generator=generator)[
             : g.size - g.multiple if one_left else g.size // 2
@@ -420,13 +417,6 @@ def _prune_zeroed(
         except ValueError as error:
             return {"status": "refused", "at": "prune", "reason": f"{type(error).__name__}: {error}"[:200]}
     return zeroed, pruned, len(groups), any("load_pretrained" in str(w.message) for w in caught)
-
-
-def _statistics(module: nn.Module) -> bool:
-    """Whether ``module`` normalises by statistics over channels (LayerNorm, RMSNorm, GroupNorm …):
-    removing zeroed channels changes them. Batch norms in eval mode are per channel, so exact."""
-    name = type(module).__name__
-    return "Norm" in name and "BatchNorm" not in name
 
 
 def _table(results: dict[str, dict[str, dict]]) -> str:

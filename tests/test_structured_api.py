@@ -176,8 +176,14 @@ def test_preview_lists_groups_params_and_macs() -> None:
     model, x = build("lenet5")
     graph = DependencyGraph.build(model, x)
     text = build_plan(model, graph, 0.5).preview(model, x)
-    assert "    0       6 → 3       0, 3" in text
+    assert "    0       6 → 3       0, 3\n" in text
     assert "params: 61,706 →" in text and "MACs:" in text
+    model, x = build("convnext_block")  # its LayerNorm's statistics run over the block's width
+    graph = DependencyGraph.build(model, x)
+    lines = build_plan(model, graph, 0.5).preview(model, x).splitlines()
+    assert [g.exact for g in graph.groups] == [False, True]
+    assert lines[1].endswith("(a statistic over these channels shifts)")
+    assert not lines[2].endswith("shifts)")
 
 
 def test_save_and_load_into_the_original_architecture(tmp_path) -> None:

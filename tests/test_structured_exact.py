@@ -12,8 +12,6 @@ from prunekit.graph import DependencyGraph, Group
 from prunekit.plan import PruningPlan, apply_plan
 from structured_zoo import ZOO, build, pretrained_mobilenet_v2
 
-INEXACT = (nn.LayerNorm, nn.GroupNorm)  # normalisation statistics over channels change when channels go
-
 
 def zero_producers(model: nn.Module, group: Group, channels: list[int]) -> None:
     """Make ``channels`` of ``group`` contribute nothing: zero every slice that produces them."""
@@ -26,11 +24,8 @@ def zero_producers(model: nn.Module, group: Group, channels: list[int]) -> None:
 
 
 def exact_groups(model: nn.Module, graph: DependencyGraph) -> list[Group]:
-    return [
-        g
-        for g in graph.groups
-        if not any(isinstance(model.get_submodule(m.module), INEXACT) for m in g.members)
-    ]
+    """Groups whose zeroed channels can go without a change (not those under a statistic over channels)."""
+    return [g for g in graph.groups if g.exact]
 
 
 def choose(group: Group, generator: torch.Generator) -> list[int]:

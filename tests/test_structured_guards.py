@@ -64,6 +64,33 @@ def test_channel_wise_ops_and_channel_statistics_stay_prunable(mix) -> None:  # 
     assert _a_prunable(model, x)
 
 
+@pytest.mark.parametrize(
+    "mix, exact",
+    [
+        (nn.ReLU(), True),
+        (lambda y: y * y.sum(1, keepdim=True), True),  # zeroed channels add nothing to a sum or a norm
+        (lambda y: y / y.norm(dim=1, keepdim=True), True),
+        (lambda y: y * y.mean(1, keepdim=True), False),  # a mean divides by the count, which shrinks
+        (lambda y: y - y.amax(1, keepdim=True), False),
+        (nn.GroupNorm(2, 8), False),
+        (
+            lambda y: (
+                y
+                * (y.norm(dim=(2, 3), keepdim=True) / y.norm(dim=(2, 3), keepdim=True).mean(1, keepdim=True))
+            ),
+            False,
+        ),
+    ],
+    ids=["relu", "sum", "norm", "mean", "amax", "group_norm", "grn"],
+)
+def test_groups_under_a_statistic_over_channels_are_marked_inexact(mix, exact: bool) -> None:  # type: ignore[no-untyped-def]
+    """ConvNeXt-V2's GRN, CBAM's channel mean, GroupNorm: zeroed channels still count in the statistic,
+    so removing them shifts the outputs; the group says so (``Group.exact``)."""
+    model, x = Mixer(mix).eval(), torch.randn(2, 3, 6, 6)
+    (group,) = [g for g in DependencyGraph.build(model, x).groups if "a" in g.modules()]
+    assert group.exact is exact
+
+
 class BareConv(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -86,7 +86,8 @@ class PruningPlan:
         }
 
     def preview(self, model: nn.Module, example_inputs: Any) -> str:
-        """Groups with channels before → after, and parameters and MACs before → after."""
+        """Groups with channels before → after (marked where a statistic over them shifts: not
+        :attr:`~prunekit.graph.Group.exact`), and parameters and MACs before → after."""
         from .metrics import count_parameters, layer_macs
 
         pruned = apply_plan(model, self)
@@ -94,7 +95,8 @@ class PruningPlan:
         for index, channels in sorted(self.removals.items()):
             group = self.graph.groups[index]
             mods = ", ".join(group.modules()[:4]) + (" …" if len(group.modules()) > 4 else "")
-            lines.append(f"{index:>5}  {group.size:>6} → {group.size - len(channels):<6}  {mods}")
+            shift = "" if group.exact else "  (a statistic over these channels shifts)"
+            lines.append(f"{index:>5}  {group.size:>6} → {group.size - len(channels):<6}  {mods}{shift}")
         for label, fn in (
             ("params", count_parameters),
             ("MACs", lambda m: sum(layer_macs(m, example_inputs).values())),

@@ -63,6 +63,9 @@ class Group:
     """Channels that must be removed together. ``channel_of[m]`` maps each index along
     ``members[m].dim`` to its channel in ``range(size)``, or ``-1`` when it belongs to no channel here.
     A pruned group keeps a multiple of ``multiple`` channels (a kernel's alignment, e.g. ``_grouped_mm``).
+    ``exact``: removing channels whose weights are zero leaves the outputs unchanged; ``False`` where they
+    enter a statistic over channels (LayerNorm, GroupNorm, RMSNorm's mean of squares, a mean or maximum
+    over channels), which shifts when they go.
     """
 
     index: int
@@ -70,6 +73,7 @@ class Group:
     channel_of: tuple[np.ndarray, ...]
     size: int
     multiple: int = 1
+    exact: bool = True
 
     def indices(self, member: int, channels: Iterable[int]) -> np.ndarray:
         """Indices along ``members[member].dim`` that belong to ``channels`` (sorted)."""
@@ -153,7 +157,12 @@ class DependencyGraph:
         vectors = [v for _, v in members]
         roots = uf.find(np.concatenate(vectors)) if vectors else np.zeros(0, dtype=np.int64)
         groups, channel_roots = _groups([m for m, _ in members], roots, [len(v) for v in vectors])
-        groups = _with_multiples(groups, channel_roots, [(uf.find(v), m) for v, m in ctx.multiples])
+        groups = _annotated(
+            groups,
+            channel_roots,
+            [(uf.find(v), m) for v, m in ctx.multiples],
+            [uf.find(v) for v in ctx.statistics],
+        )
         producers = tuple(tuple(sorted({m.module for m in g.members if m.role == "out"})) for g in groups)
         replay = Replay(example_inputs, labels, uf, channel_roots, classes, producers)
         return cls(groups, shapes, trace, time.perf_counter() - start, heads, replay)
@@ -277,20 +286,31 @@ def _groups(
     return tuple(groups), tuple(channel_roots)
 
 
-def _with_multiples(
-    groups: tuple[Group, ...], channel_roots: tuple[np.ndarray, ...], multiples: list[tuple[np.ndarray, int]]
+def _annotated(
+    groups: tuple[Group, ...],
+    channel_roots: tuple[np.ndarray, ...],
+    multiples: list[tuple[np.ndarray, int]],
+    statistics: list[np.ndarray],
 ) -> tuple[Group, ...]:
     """``groups`` with ``multiple`` set where a kernel needs the kept count of their channels (roots in
-    ``multiples``) to be a multiple."""
-    if not multiples:
+    ``multiples``) to be a multiple, and ``exact`` unset where a statistic runs over them (``statistics``)."""
+    if not multiples and not statistics:
         return groups
     group_of = {int(root): index for index, roots in enumerate(channel_roots) for root in roots.tolist()}
+
+    def hit(roots: np.ndarray) -> set[int]:
+        return {group_of[r] for r in np.unique(roots).tolist() if r in group_of}
+
     needed = dict.fromkeys(range(len(groups)), 1)
     for roots, multiple in multiples:
-        for index in {group_of[r] for r in roots.tolist() if r in group_of}:
+        for index in hit(roots):
             needed[index] = math.lcm(needed[index], multiple)
+    inexact = set().union(*(hit(roots) for roots in statistics)) if statistics else set()
     return tuple(
-        dataclasses.replace(g, multiple=needed[g.index]) if needed[g.index] > 1 else g for g in groups
+        dataclasses.replace(g, multiple=needed[g.index], exact=g.index not in inexact)
+        if needed[g.index] > 1 or g.index in inexact
+        else g
+        for g in groups
     )
 
 

@@ -44,6 +44,7 @@ class Context:
         self.tiled = tiled or set()  # (node, dim) whose slices tile it with computed bounds (Phi-3 qkv)
         self.multiples: list[tuple[np.ndarray, int]] = []  # labels whose kept count a kernel needs a
         # multiple of (16-byte strides of _grouped_mm)
+        self.statistics: list[np.ndarray] = []  # labels a statistic runs over (a mean over channels)
         self.broadcast: set[tuple[int, int]] = set()  # (node, dim) an expand broadcast: holds no channels
 
     @functools.cached_property

@@ -158,6 +158,7 @@ def layer_norm(ctx: Context, op: Op) -> list[Labels]:
     """``native_layer_norm``: the normalised trailing dims join weight and bias (pinned without them)."""
     xl = ctx.of(op.args[0])
     k = len(arg(op, "normalized_shape"))
+    ctx.statistics += xl[len(xl) - k :]  # mean and variance over the normalised dims
     affine = [vl for v in (arg(op, "weight"), arg(op, "bias")) if (vl := _labels(ctx, v)) is not None]
     for d in range(k):
         vec = xl[len(xl) - k + d]
@@ -173,6 +174,7 @@ def group_norm(ctx: Context, op: Op) -> list[Labels]:
     """``native_group_norm``: index ``i`` of every group is joined so all groups keep equal sizes."""
     xl = ctx.of(op.args[0])
     groups = int(arg(op, "group"))
+    ctx.statistics.append(xl[1])  # statistics over each group's channels
     per_group = xl[1].reshape(groups, -1)
     ctx.uf.union(per_group, per_group[:1])
     for value in op.args[1:3]:

@@ -44,8 +44,9 @@ def reduction(ctx: Context, op: Op) -> list[Labels]:
     """Reduced dims vanish (or become size 1); the others keep their labels.
 
     A statistic over a channel dim (mean, var, amax …) may change when channels go, as a LayerNorm's
-    does; a reduction that returns *positions* (argmax, ``max(dim)``'s indices where read) pins the
-    reduced dims, since the positions of the kept channels shift (CBAM's ``x.max(1)[0]`` does not).
+    does: it is recorded in ``ctx.statistics`` (the group is not exact; a sum or a norm is). A reduction
+    that returns *positions* (argmax, ``max(dim)``'s indices where read) pins the reduced dims, since the
+    positions of the kept channels shift (CBAM's ``x.max(1)[0]`` does not).
     """
     x = tensor_args(op)[0]
     labels = ctx.of(x)
@@ -55,6 +56,8 @@ def reduction(ctx: Context, op: Op) -> list[Labels]:
     if op.name in ("argmax", "argmin") or positions:
         for d in reduced:
             ctx.uf.pin(labels[d])
+    if op.name not in _ZERO_NEUTRAL:
+        ctx.statistics += [labels[d] for d in reduced]
     keep = bool(arg(op, "keepdim", False))
     out: Labels = []
     for d, vec in enumerate(labels):
@@ -63,6 +66,9 @@ def reduction(ctx: Context, op: Op) -> list[Labels]:
         elif keep:
             out.append(np.zeros(1, dtype=np.int64))
     return [out for _ in out_refs(op)]
+
+
+_ZERO_NEUTRAL = ("sum", "linalg_vector_norm", "norm", "any")  # a zeroed channel does not change them
 
 
 def same_rank(ctx: Context, op: Op) -> list[Labels]:
