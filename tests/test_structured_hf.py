@@ -12,17 +12,10 @@ from torch import nn
 from prunekit.graph import DependencyGraph, Group
 from prunekit.plan import PruningPlan, apply_plan, build_plan
 from structured_zoo import HF_ZOO, hf_inputs
+from test_structured_exact import exact_groups
 
 transformers = pytest.importorskip("transformers")
 os.environ["HF_HUB_OFFLINE"] = "1"
-
-
-def _is_norm(module: nn.Module) -> bool:  # LayerNorm / RMSNorm statistics change when channels go
-    return "Norm" in type(module).__name__
-
-
-def _exact_groups(model: nn.Module, graph: DependencyGraph) -> list[Group]:
-    return [g for g in graph.groups if not any(_is_norm(model.get_submodule(m.module)) for m in g.members)]
 
 
 def _zero_producers(model: nn.Module, group: Group, channels: list[int]) -> None:
@@ -49,7 +42,7 @@ def _model(name: str) -> nn.Module:
 def test_pruning_zeroed_channels_is_exact(name: str, heads: str) -> None:
     model, inputs = _model(name), hf_inputs(name)
     graph = DependencyGraph.build(model, inputs, heads=heads)
-    groups = _exact_groups(model, graph)
+    groups = exact_groups(model, graph)
     assert groups
     generator = torch.Generator().manual_seed(0)
     removals = {g.index: torch.randperm(g.size, generator=generator)[: g.size // 2].tolist() for g in groups}
@@ -100,7 +93,7 @@ def test_eager_and_repeated_kv_attention_prune_exactly(
         ]
     )
     generator = torch.Generator().manual_seed(0)
-    groups = _exact_groups(model, graph)
+    groups = exact_groups(model, graph)
     removals = {g.index: torch.randperm(g.size, generator=generator)[: g.size // 2].tolist() for g in groups}
     zeroed = copy.deepcopy(model)
     for group in groups:
@@ -267,7 +260,7 @@ def test_real_minilm_pruning_is_exact() -> None:
     model = transformers.AutoModel.from_pretrained(str(minilm.get_model_path())).eval()
     inputs = {"input_ids": torch.randint(1000, 5000, (2, 9), generator=torch.Generator().manual_seed(0))}
     graph = DependencyGraph.build(model, inputs)
-    groups = _exact_groups(model, graph)
+    groups = exact_groups(model, graph)
     assert sorted({g.size for g in groups}) == [12, 1536]  # heads and MLP neurons of 6 layers
     removals = {g.index: list(range(0, g.size, 2)) for g in groups}
     zeroed = copy.deepcopy(model)

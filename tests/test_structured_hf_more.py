@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from prunekit.graph import DependencyGraph, Group
+from prunekit.graph import DependencyGraph
 from prunekit.graph.hf import attention_modules, load_pretrained
 from prunekit.plan import PruningPlan, apply_plan, build_plan
 from test_structured_hf import _unit_weights, _zero_producers
@@ -96,10 +96,6 @@ def _prune(name: str, heads: str) -> tuple[nn.Module, dict]:
     return apply_plan(model, plan), inputs
 
 
-def _is_norm(model: nn.Module, group: Group) -> bool:  # LayerNorm / RMSNorm statistics change
-    return any("Norm" in type(model.get_submodule(m)).__name__ for m in group.modules())
-
-
 @pytest.mark.parametrize("heads", ["heads", "head_dim"])
 @pytest.mark.parametrize(
     "name", ["distilbert", "t5", "t5_eager", "t5_encoder_decoder", "bloom", "qwen2", "phi3", "falcon_new"]
@@ -107,7 +103,7 @@ def _is_norm(model: nn.Module, group: Group) -> bool:  # LayerNorm / RMSNorm sta
 def test_pruning_zeroed_channels_is_exact(name: str, heads: str) -> None:
     model, inputs = _model(name), _inputs(name)
     graph = DependencyGraph.build(model, inputs, heads=heads)
-    groups = [g for g in graph.groups if not _is_norm(model, g)]
+    groups = [g for g in graph.groups if g.exact]  # not under LayerNorm / RMSNorm statistics
     generator = torch.Generator().manual_seed(0)
     removals = {g.index: torch.randperm(g.size, generator=generator)[: g.size // 2].tolist() for g in groups}
     zeroed = copy.deepcopy(model)
@@ -320,7 +316,7 @@ def test_swin_with_per_stage_head_counts_prunes_exactly_and_reloads(tmp_path: Pa
     torch.manual_seed(0)
     model, x = tf.SwinModel(config).eval(), {"pixel_values": torch.randn(1, 3, 32, 32)}
     graph = DependencyGraph.build(model, x)
-    groups = [g for g in graph.groups if not _is_norm(model, g)]
+    groups = [g for g in graph.groups if g.exact]  # not under LayerNorm / RMSNorm statistics
     removals = {g.index: list(range(g.size // 2)) for g in groups}
     zeroed = copy.deepcopy(model)
     for group in groups:
