@@ -35,7 +35,7 @@ class Replay:
     uf: UnionFind
     channel_roots: tuple[np.ndarray, ...]
     modules: Mapping[str, str]
-    producers: tuple[tuple[str, ...], ...] = ()
+    producers: tuple[tuple[str, ...], ...]
 
 
 class PrunedModelMismatchError(ValueError):
@@ -108,7 +108,7 @@ def _compare(trace: Trace, got: Trace, expected: list[tuple[int, ...]], replay: 
     module went down to one channel)."""
     modules, classes = replay.modules, Counter(replay.modules.values())
     for name, (before, after) in _by_module(trace, got).items():
-        where = _where(name, modules)
+        where, fix = _where(name, modules), partial(_fix, name, modules, classes)  # built on error only
         aligned = len(before)
         for index, (old, new) in enumerate(zip(before, after, strict=False)):
             if old.func != new.func:  # ATen decompositions depend on sizes (a Linear to one feature,
@@ -117,9 +117,7 @@ def _compare(trace: Trace, got: Trace, expected: list[tuple[int, ...]], replay: 
             want = _first_shape(old, expected)
             if want != _first_shape(new, got.shapes):
                 raise _shape_error(old, new, f"op {index} of {where}", trace, got, expected, replay)
-            _check_constants(
-                old, new, trace, got, f"op {index} of {where}", partial(_fix, name, modules, classes)
-            )
+            _check_constants(old, new, trace, got, f"op {index} of {where}", fix)
             if _shrinks_to_one(want, _first_shape(old, trace.shapes)):
                 aligned = index + 1  # ops reading size-1 dims take other decompositions (einsum
                 break  # squeezes them): the rest is compared as below
@@ -130,7 +128,7 @@ def _compare(trace: Trace, got: Trace, expected: list[tuple[int, ...]], replay: 
             for k in range(size):
                 old, new = before[aligned + i + k], after[aligned + j + k]
                 op = f"op {aligned + i + k} of {where}"
-                _check_constants(old, new, trace, got, op, partial(_fix, name, modules, classes))
+                _check_constants(old, new, trace, got, op, fix)
                 want, have = _first_shape(old, expected), _first_shape(new, got.shapes)
                 if want and have and want != have and len(want) == len(have) and 1 not in want:
                     raise _shape_error(old, new, op, trace, got, expected, replay)
