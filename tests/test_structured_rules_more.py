@@ -331,3 +331,33 @@ def test_routing_changed_by_pruning_is_named_as_such() -> None:
     (width,) = [g for g in graph.groups if "gate" in g.modules()]
     with pytest.raises(ValueError, match=r"takes another path .*aten\.nonzero.*verify=False"):
         apply_plan(model, PruningPlan(graph, {width.index: list(range(6))}))
+
+
+@pytest.mark.parametrize(
+    ("groups", "cin", "cout"),
+    [(2, 4, 8), (2, 8, 4), (4, 4, 8), (4, 4, 4)],
+    ids=["2g", "2g-narrow", "dw-x2", "dw"],
+)
+def test_grouped_transposed_convs_prune_exactly_keeping_groups_equal(
+    groups: int, cin: int, cout: int
+) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, cin, 3, padding=1),
+        nn.ReLU(),
+        nn.ConvTranspose2d(cin, cout, 2, stride=2, groups=groups),
+        nn.ReLU(),
+        nn.Conv2d(cout, 2, 1),
+    ).eval()
+    x = torch.randn(1, 3, 6, 6)
+    graph = DependencyGraph.build(model, x)
+    assert sum(g.size for g in graph.groups) == (cin if cin == groups else cin // groups + cout // groups)
+    for seed in range(4):
+        pruned, zeroed, _ = prune_zeroed(
+            model, graph, list(graph.groups), torch.Generator().manual_seed(seed)
+        )
+        assert_exact(pruned, zeroed, x)
+        up = pruned[2]
+        assert up.weight.shape[0] < cin and up.in_channels == up.weight.shape[0] == pruned[0].out_channels
+        assert up.out_channels == up.weight.shape[1] * up.groups == pruned[4].in_channels
+        assert up.groups == (up.in_channels if cin == groups else groups)

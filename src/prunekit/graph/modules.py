@@ -106,10 +106,9 @@ def _conv_dims(m: nn.Module) -> Dims:
 def _conv_update(m: nn.Module) -> None:
     w = m.weight  # (out, in/groups, *k), transposed: (in, out/groups, *k)
     if m.transposed:
-        if m.groups > 1:  # depthwise: one channel per group
-            m.groups = m.in_channels = m.out_channels = w.shape[0]
-        else:
-            m.in_channels, m.out_channels = w.shape[0], w.shape[1]
+        if m.groups > 1 and m.in_channels == m.groups:  # depthwise family: whole groups are removed
+            m.groups = w.shape[0]
+        m.in_channels, m.out_channels = w.shape[0], w.shape[1] * m.groups
         return
     if m.groups > 1 and m.in_channels == m.groups:  # depthwise family: whole groups are removed
         multiplier = m.out_channels // m.groups

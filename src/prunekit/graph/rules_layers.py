@@ -18,7 +18,9 @@ def convolution(ctx: Context, op: Op) -> list[Labels]:
 
     ``groups == 1``: input channels join the weight's in-dim. Depthwise family (one input channel per
     group): input channel ``c`` joins outputs ``c·m … c·m + m - 1`` (whole groups are removed).
-    Other grouped convs: index ``i`` of every group is joined, so all groups keep equal widths.
+    Other grouped convs: index ``i`` of every group is joined, so all groups keep equal widths. A
+    transposed conv's weight is ``(in, out/groups, *k)``: its in-dim holds every input channel, and
+    output ``g·(out/groups) + j`` of every group ``g`` is column ``j``.
     """
     x, w, b = op.args[0], op.args[1], op.args[2]
     transposed, groups = bool(arg(op, "transposed")), int(arg(op, "groups"))
@@ -31,12 +33,14 @@ def convolution(ctx: Context, op: Op) -> list[Labels]:
         ctx.uf.union(cin, w_in)
         out_c = w_out
     elif transposed:
-        if not (len(w_in) == len(cin) == groups and len(w_out) == 1):
-            for vec in (cin, *wl):
-                ctx.uf.pin(vec)
+        ctx.uf.union(cin, w_in)
+        if len(cin) == groups:  # depthwise family: a column is one of m outputs of every input channel
+            ctx.uf.pin(w_out)
+            out_c = np.repeat(w_in, len(w_out))
         else:
-            ctx.uf.union(cin, w_in)
-        out_c = w_in if len(w_out) == 1 else np.zeros(len(w_out) * groups, dtype=np.int64)
+            per_group = w_in.reshape(groups, -1)
+            ctx.uf.union(per_group, per_group[:1])
+            out_c = np.tile(w_out, groups)
     elif len(w_in) == 1:
         ctx.uf.union(w_out.reshape(groups, -1), cin[:, None])
         ctx.uf.pin(w_in)
