@@ -237,15 +237,16 @@ def test_sdpa_math_path_keeps_the_dim_its_default_scale_depends_on() -> None:
 
 
 class HardCodedHeads(nn.Module):
-    """Splits heads with a stored head count: after whole heads go, ``view`` regroups the features."""
+    """Splits heads with a head count stored under a name no library uses: after whole heads go,
+    ``view`` regroups the features."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.heads, self.qkv, self.proj = 4, nn.Linear(16, 48), nn.Linear(16, 16)
+        self.h, self.qkv, self.proj = 4, nn.Linear(16, 48), nn.Linear(16, 16)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = self.qkv(x).view(b, n, 3, self.h, -1).permute(2, 0, 3, 1, 4)
         return self.proj(F.scaled_dot_product_attention(q, k, v, scale=0.5).transpose(1, 2).reshape(b, n, -1))
 
 

@@ -276,3 +276,42 @@ def test_rotary_on_pairs_keeps_heads_prunable(complex_numbers: bool) -> None:
     )
     assert pruned.num_heads == 4 - len(removals[group.index])
     assert_exact(pruned, zeroed, x)
+
+
+class HeadCountOnly(nn.Module):
+    """vit-pytorch's attention: a fused ``to_qkv``, chunked, split into ``self.heads`` (the head size is
+    left to ``-1``), a stored ``scale``; no attribute holds the head size."""
+
+    def __init__(self, dim: int, heads: int, dim_head: int) -> None:
+        super().__init__()
+        self.heads, self.scale = heads, dim_head**-0.5
+        self.to_qkv, self.to_out = (
+            nn.Linear(dim, 3 * heads * dim_head, bias=False),
+            nn.Linear(heads * dim_head, dim),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, _ = x.shape
+        q, k, v = (t.reshape(b, n, self.heads, -1).transpose(1, 2) for t in self.to_qkv(x).chunk(3, dim=-1))
+        out = ((q @ k.transpose(-2, -1)) * self.scale).softmax(-1) @ v
+        return self.to_out(out.transpose(1, 2).reshape(b, n, -1))
+
+
+@pytest.mark.parametrize(("heads", "kept"), [("heads", 2), ("head_dim", 4)])
+def test_a_module_storing_only_its_head_count_gets_the_count_its_pruned_heads_need(
+    heads: str, kept: int
+) -> None:
+    torch.manual_seed(0)
+    model, x = (
+        nn.Sequential(HeadCountOnly(16, 4, 8), nn.GELU(), nn.Linear(16, 4)).eval(),
+        torch.randn(2, 5, 16),
+    )
+    graph = DependencyGraph.build(model, x, heads=heads)
+    (group,) = (g for g in graph.groups if any(m.tensor == "0.to_qkv.weight" for m in g.members))
+    zeroed = copy.deepcopy(model)
+    half = list(range(0, group.size, 2))
+    zero_producers(zeroed, group, half)
+    pruned = apply_plan(zeroed, PruningPlan(graph, {group.index: half}))
+    assert pruned[0].heads == kept and model[0].heads == 4
+    assert pruned[0].to_qkv.out_features == 48
+    assert_exact(pruned, zeroed, x)

@@ -16,7 +16,7 @@ from torch import nn
 
 from ._checks import check_positive_int, check_sparsity
 from .graph.graph import DependencyGraph, Group, one_thread
-from .graph.hf import check_sliced_qkv
+from .graph.hf import check_sliced_qkv, query_widths
 from .graph.hf_config import update_model
 from .graph.importance import IMPORTANCES, group_scores
 from .graph.modules import (
@@ -231,6 +231,7 @@ def apply_plan(model: nn.Module, plan: PruningPlan, inplace: bool = False, verif
         check_sliced_qkv(plan.graph.trace, expected)
     holders = _holders(model)
     tensors = {name: tensor for name, (tensor, _) in holders.items()}
+    widths_before = query_widths(model)
     for (name, dim), indices in removals.items():
         _check_tensor(tensors, plan.graph, name, dim, indices)
     with one_thread():
@@ -255,7 +256,7 @@ def apply_plan(model: nn.Module, plan: PruningPlan, inplace: bool = False, verif
         update_attributes(module)
     if replay is not None:
         _resize(target, plan.graph.trace, expected)
-    update_model(target, plan.graph.heads)
+    update_model(target, plan.graph.heads, widths_before)
     if verify and replay is not None:
         verify_pruned(target, plan.graph.trace, replay, expected)
     return target

@@ -3,10 +3,11 @@
 Nothing here imports ``transformers`` at import time: ``Conv1D`` is registered by its qualified name,
 attention modules are recognised by their projections (``q_proj``/``k_proj``, ``query``/``key``,
 ``q_lin``/``k_lin``, ``q``/``k``, Meta Llama's ``wq``/``wk``, a fused ``c_attn``, ``query_key_value``,
-``Wqkv`` or timm's ``qkv``, Phi-3's sliced ``qkv_proj``) and their attributes (``head_dim``/
+``Wqkv``, timm's ``qkv`` or ``to_qkv``, Phi-3's sliced ``qkv_proj``) and their attributes (``head_dim``/
 ``attention_head_size``/``key_value_proj_dim``, ``num_heads``/``num_attention_heads``/``n_heads``/
-``n_head``/``n_local_heads``, ``all_head_size``/``split_size``/``inner_dim``, kv head counts and
-``num_key_value_groups``/``n_rep``).
+``n_head``/``n_local_heads``/``heads``, ``all_head_size``/``split_size``/``inner_dim``, kv head counts and
+``num_key_value_groups``/``n_rep``). A module may store a head count without a head size: the size is
+then its query width before pruning over that count.
 
 After pruning, :func:`update_attention` rewrites those attributes and
 :func:`prunekit.graph.hf_config.update_model` the config fields, so that ``save_pretrained`` writes a
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -34,14 +36,14 @@ from .trace import Ref, Trace
 
 CONV1D = "transformers.pytorch_utils.Conv1D"
 _HEAD_DIM = ("head_dim", "attention_head_size", "key_value_proj_dim", "head_size")
-# Meta Llama / llama2.c store n_local_heads, nanoGPT n_head
-_NUM_HEADS = ("num_heads", "num_attention_heads", "n_heads", "n_head", "n_local_heads")
+# Meta Llama / llama2.c store n_local_heads, nanoGPT n_head, vit-pytorch heads
+_NUM_HEADS = ("num_heads", "num_attention_heads", "n_heads", "n_head", "n_local_heads", "heads")
 _WIDTH = ("all_head_size", "split_size", "inner_dim")
 # the number q·kᵀ is multiplied (or, GPT-J's 0-dim tensor scale_attn, divided) by, where a module stores one
 _SCALE = ("scaling", "scale", "inv_norm_factor", "scale_attn")
 _HEAD_FIELDS = ("num_attention_heads", "encoder_attention_heads", "decoder_attention_heads")  # config
 _QK = (("q_proj", "k_proj"), ("query", "key"), ("q_lin", "k_lin"), ("q", "k"), ("wq", "wk"))
-_FUSED_QKV = ("c_attn", "query_key_value", "Wqkv", "qkv")  # q, k and v in equal thirds …
+_FUSED_QKV = ("c_attn", "query_key_value", "Wqkv", "qkv", "to_qkv")  # q, k and v in equal thirds …
 _UNEQUAL_QKV = ("is_cross_attention", "multi_query", "new_decoder_architecture")  # … unless one is set
 _KV_HEADS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads", "n_local_kv_heads")  # … or kv heads differ
 _GROUPS = ("num_key_value_groups", "n_rep")  # q heads per kv head
@@ -144,26 +146,42 @@ def _first(module: nn.Module, names: tuple[str, ...]) -> str | None:
     return next((n for n in names if isinstance(getattr(module, n, None), int)), None)
 
 
-def update_attention(model: nn.Module, heads: str) -> dict[str, Attention]:
+def query_widths(model: nn.Module) -> dict[str, int]:
+    """Query width (heads · head size) of every attention module :func:`update_attention` maintains,
+    by module name: taken before pruning, it gives the head size of a module that stores only a count."""
+    return {name: _projections(model.get_submodule(name))[0] for name in attention_modules(model)}
+
+
+def update_attention(
+    model: nn.Module, heads: str, widths_before: Mapping[str, int] | None = None
+) -> dict[str, Attention]:
     """Set head counts and sizes of every attention module from its projections.
 
     ``heads == "heads"`` keeps each module's head size; ``"head_dim"`` keeps its head count (and its
     stored scale: the pruned model computes what the original did with those dims zeroed).
-    Returns each attention module's :class:`Attention` by module name, in module order.
+    ``widths_before`` (:func:`query_widths` of the unpruned model) gives the head size of modules that
+    store only a head count. Returns each attention module's :class:`Attention` by module name, in
+    module order.
     """
     config = getattr(model, "config", None)
+    widths_before = widths_before or {}
     found = {}
     for name, module in model.named_modules():
         widths = _projections(module)
-        d_attr = None if widths is None else _first(module, _HEAD_DIM)
-        if widths is None or d_attr is None:
+        if widths is None:
             continue
         q, k, _ = widths
-        h_attr = _first(module, _NUM_HEADS)
+        d_attr, h_attr = _first(module, _HEAD_DIM), _first(module, _NUM_HEADS)
         old_heads = getattr(module, h_attr) if h_attr else getattr(config, "num_attention_heads", None)
-        old_d = getattr(module, d_attr)
+        if d_attr is not None:
+            old_d = getattr(module, d_attr)
+        elif h_attr is not None and name in widths_before and widths_before[name] % old_heads == 0:
+            old_d = widths_before[name] // old_heads
+        else:
+            continue
         d = old_d if heads == "heads" or old_heads is None else q // old_heads
-        setattr(module, d_attr, d)
+        if d_attr is not None:
+            setattr(module, d_attr, d)
         if h_attr:
             setattr(module, h_attr, q // d)
         for attr in _WIDTH:
@@ -198,7 +216,11 @@ def _like(built: object, value: float) -> object:
 
 def attention_modules(model: nn.Module) -> list[str]:
     """Names of the attention modules whose head counts and sizes :func:`update_attention` maintains."""
-    return [n for n, m in model.named_modules() if _projections(m) is not None and _first(m, _HEAD_DIM)]
+    return [
+        n
+        for n, m in model.named_modules()
+        if _projections(m) is not None and (_first(m, _HEAD_DIM) or _first(m, _NUM_HEADS))
+    ]
 
 
 def load_pretrained(model_class: type, directory: str | os.PathLike[str]) -> nn.Module:

@@ -18,6 +18,7 @@ import functools
 import inspect
 import re
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -52,14 +53,15 @@ _FUSED_FFN = {"gate_up_proj": 2}  # gate and up projections in one: the FFN widt
 _READS_HEAD_DIM = re.compile(r'config\.head_dim\b|config, "head_dim"')
 
 
-def update_model(model: nn.Module, heads: str) -> None:
-    """Update attention attributes and, for a transformers model, its config fields.
+def update_model(model: nn.Module, heads: str, widths_before: Mapping[str, int] | None = None) -> None:
+    """Update attention attributes (``widths_before``: see :func:`~.hf.update_attention`) and, for a
+    transformers model, its config fields.
 
     Warns where the layers differ (the config keeps the first layer's values), where the attention
     scale was kept for a pruned head size, or where a model built from the config gets other shapes
     (no config field holds these): reload with :func:`~.hf.load_pretrained` there.
     """
-    attention = update_attention(model, heads)
+    attention = update_attention(model, heads, widths_before)
     config = getattr(model, "config", None)
     if config is None or not hasattr(config, "to_dict"):
         return
