@@ -361,3 +361,52 @@ def test_grouped_transposed_convs_prune_exactly_keeping_groups_equal(
         assert up.weight.shape[0] < cin and up.in_channels == up.weight.shape[0] == pruned[0].out_channels
         assert up.out_channels == up.weight.shape[1] * up.groups == pruned[4].in_channels
         assert up.groups == (up.in_channels if cin == groups else groups)
+
+
+class GreyToRGB(nn.Module):
+    """A grey image expanded to the three channels an RGB stem reads (a hard-coded 3, as usually)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(self.conv1(x.expand(-1, 3, -1, -1)).relu())
+
+
+class MapNextToFeatures(nn.Module):
+    """A one-channel map broadcast to the feature width and concatenated beside the features."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.m, self.b = (
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.Conv2d(3, 1, 3, padding=1),
+            nn.Conv2d(24, 4, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.cat([self.a(x).relu(), self.m(x).sigmoid().expand(-1, 16, -1, -1)], 1))
+
+
+@pytest.mark.parametrize(
+    ("model", "x"),
+    [(GreyToRGB(), torch.randn(2, 1, 6, 6)), (MapNextToFeatures(), torch.randn(2, 3, 6, 6))],
+    ids=["grey-to-rgb", "map-beside-features"],
+)
+def test_broadcast_copies_no_weight_produces_are_kept(model: nn.Module, x: torch.Tensor) -> None:
+    torch.manual_seed(0)
+    model = model.eval()
+    graph = DependencyGraph.build(model, x)
+    assert all(any(m.role == "out" for m in g.members) for g in graph.groups)  # every group can be silenced
+    consumer = model.conv1 if isinstance(model, GreyToRGB) else model.b
+    (group,) = graph.groups
+    assert group.size == 8
+    for seed in range(3):
+        pruned, zeroed, _ = prune_zeroed(
+            model, graph, list(graph.groups), torch.Generator().manual_seed(seed)
+        )
+        assert_exact(pruned, zeroed, x)
+    pruned_consumer = pruned.conv1 if isinstance(model, GreyToRGB) else pruned.b
+    kept_copies = 3 if isinstance(model, GreyToRGB) else 16 + pruned.a.out_channels
+    assert pruned_consumer.in_channels == kept_copies <= consumer.in_channels

@@ -156,6 +156,7 @@ class DependencyGraph:
         couple_eager_attention(attention, labels, uf)
         vectors = [v for _, v in members]
         roots = uf.find(np.concatenate(vectors)) if vectors else np.zeros(0, dtype=np.int64)
+        roots = _pin_unproduced(uf, roots, [m for m, _ in members], [len(v) for v in vectors])
         groups, channel_roots = _groups([m for m, _ in members], roots, [len(v) for v in vectors])
         groups = _annotated(
             groups,
@@ -244,6 +245,23 @@ def _check_ignore(ignore: Iterable[str], modules: dict[str, nn.Module]) -> tuple
 
 def _is_ignored(owner: str, ignored: tuple[str, ...]) -> bool:
     return any(owner == n or owner.startswith(n + ".") or n == "" for n in ignored)
+
+
+def _pin_unproduced(uf: UnionFind, roots: np.ndarray, members: list[Member], sizes: list[int]) -> np.ndarray:
+    """``roots`` with the channels no member produces (role ``"out"``) pinned, in ``uf`` too.
+
+    Such channels carry values no weight makes, so no zeroed weight can silence them: copies an
+    ``expand`` broadcasts (a one-channel map ``expand_as`` the features and concatenated, a grey image
+    expanded to three channels) reach only the in-dims of the layers that read them.
+    """
+    produced = np.repeat(
+        np.fromiter((m.role == "out" for m in members), dtype=bool, count=len(members)), sizes
+    )
+    unproduced = (roots != 0) & ~np.isin(roots, roots[produced])
+    if not unproduced.any():
+        return roots
+    uf.pin(roots[unproduced])
+    return np.where(unproduced, 0, roots)
 
 
 def _groups(
