@@ -356,3 +356,16 @@ def test_bilinear_layers_prune_both_inputs_and_outputs_exactly(same: bool) -> No
     assert (pruned.pair.out_features, pruned.pair.in1_features, pruned.pair.in2_features) == expected
     assert pruned.pair.weight.shape == expected
     assert_exact(pruned, zeroed, x)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_group_norm_with_one_channel_per_group_loses_whole_groups_exactly(affine: bool) -> None:
+    torch.manual_seed(0)
+    model, x = _conv_around(nn.GroupNorm(8, 8, affine=affine)).eval(), torch.randn(2, 3, 10, 10)
+    graph = DependencyGraph.build(model, x)
+    (group,) = graph.groups
+    assert (group.size, group.exact) == (8, True)  # each channel is normalised on its own
+    pruned, zeroed = _prune(model, x)
+    kept = pruned[0].out_channels
+    assert kept < 8 and pruned[1].num_groups == pruned[1].num_channels == kept
+    assert_exact(pruned, zeroed, x)

@@ -152,11 +152,18 @@ def _layer_norm_update(m: nn.Module) -> None:
 
 def _group_norm_update(m: nn.Module) -> None:
     if m.weight is not None:
-        m.num_channels = m.weight.shape[0]
+        _group_norm_channels(m, m.weight.shape[0])
 
 
 def _group_norm_resize(m: nn.Module, shape: Shape, _: Shape) -> None:
-    m.num_channels = shape[1]
+    _group_norm_channels(m, shape[1])
+
+
+def _group_norm_channels(m: nn.Module, channels: int) -> None:
+    """``num_channels``; ``num_groups`` too where each group is one channel (whole groups went)."""
+    if m.num_groups == m.num_channels:
+        m.num_groups = channels
+    m.num_channels = channels
 
 
 def _unflatten_resize(m: nn.Module, shape: Shape, out: Shape) -> None:

@@ -175,12 +175,14 @@ def layer_norm(ctx: Context, op: Op) -> list[Labels]:
 
 
 def group_norm(ctx: Context, op: Op) -> list[Labels]:
-    """``native_group_norm``: index ``i`` of every group is joined so all groups keep equal sizes."""
+    """``native_group_norm``: index ``i`` of every group is joined so all groups keep equal sizes; with
+    one channel per group (``GroupNorm(C, C)``, an instance norm) channels stay apart and whole groups go."""
     xl = ctx.of(op.args[0])
     groups = int(arg(op, "group"))
-    ctx.statistics.append(xl[1])  # statistics over each group's channels
-    per_group = xl[1].reshape(groups, -1)
-    ctx.uf.union(per_group, per_group[:1])
+    if groups < len(xl[1]):
+        ctx.statistics.append(xl[1])  # statistics over each group's channels
+        per_group = xl[1].reshape(groups, -1)
+        ctx.uf.union(per_group, per_group[:1])
     for value in op.args[1:3]:
         if (vl := _labels(ctx, value)) is not None:
             ctx.uf.union(vl[0], xl[1])
