@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -369,3 +370,44 @@ def test_group_norm_with_one_channel_per_group_loses_whole_groups_exactly(affine
     kept = pruned[0].out_channels
     assert kept < 8 and pruned[1].num_groups == pruned[1].num_channels == kept
     assert_exact(pruned, zeroed, x)
+
+
+class LoRALinear(nn.Linear):
+    """A Linear subclass with low-rank factors beside its weight."""
+
+    def __init__(self, features_in: int, features_out: int, rank: int = 2) -> None:
+        super().__init__(features_in, features_out)
+        self.lora_a = nn.Parameter(torch.randn(rank, features_in) * 0.1)
+        self.lora_b = nn.Parameter(torch.randn(features_out, rank) * 0.1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) + F.linear(F.linear(x, self.lora_a), self.lora_b)
+
+
+class MaskedConv2d(nn.Conv2d):
+    """PixelCNN's conv: the weight is multiplied by a mask buffer that hides later pixels."""
+
+    def __init__(self, *args: int, **kwargs: int) -> None:
+        super().__init__(*args, **kwargs)
+        self.register_buffer("mask", torch.ones_like(self.weight))
+        self.mask[:, :, 2:] = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.weight * self.mask, self.bias)
+
+
+def test_tensors_a_subclass_adds_to_a_handled_layer_follow_their_channels() -> None:
+    torch.manual_seed(0)
+    linear = nn.Sequential(LoRALinear(6, 16), nn.ReLU(), LoRALinear(16, 3)).eval()
+    conv = nn.Sequential(MaskedConv2d(1, 16, 3, padding=1), nn.ReLU(), MaskedConv2d(16, 2, 3, padding=1))
+    conv = conv.eval()
+    for model, x in ((linear, torch.randn(3, 6)), (conv, torch.randn(2, 1, 6, 6))):
+        graph = DependencyGraph.build(model, x)
+        widths = [g.size for g in graph.groups]
+        assert 16 in widths  # before, the tensors the handler did not name pinned the layers whole
+        pruned, zeroed = _prune(model, x)
+        assert pruned[0].weight.shape[0] < 16 and pruned[2].weight.shape[1] == pruned[0].weight.shape[0]
+        assert_exact(pruned, zeroed, x)
+    assert sorted(widths) == [16]
+    ranks_too = DependencyGraph.build(linear, torch.randn(3, 6)).groups
+    assert sorted(g.size for g in ranks_too) == [2, 2, 16]  # the LoRA ranks prune as well

@@ -17,7 +17,7 @@ from torch import nn
 from .._checks import check_choice
 from . import hf, rules  # noqa: F401  (register the Conv1D handler and the op rules)
 from .attention import HEAD_MODES, couple_eager_attention, find_attention, head_hints
-from .modules import Dims, handler_for, parametrized_module, weight_norm_hooks
+from .modules import Dims, handler_for, inherits_handler, parametrized_module, weight_norm_hooks
 from .propagate import propagate
 from .rules_shape import tiled_slices
 from .trace import ExampleInputs, Trace, trace_model
@@ -189,7 +189,9 @@ def _channel_dims(
     scale); the originals of a weight-normalised tensor (``weight_norm``'s g and v, also the deprecated
     hook's ``weight_g``/``weight_v``) have its dims where they are full. Integer buffers (indices,
     masks) and non-persistent ones (rebuilt by the module's constructor, such as rotary frequencies)
-    keep all their entries.
+    keep all their entries. A subclass of a handled layer gets its handler's dims for the tensors the
+    handler names and these generic dims for those it adds (a masked conv's mask, a LoRA Linear's
+    factors), which the traced ops then couple.
     """
     handled: dict[str, Dims | None] = {}
 
@@ -203,8 +205,9 @@ def _channel_dims(
         if owner not in handled:
             handler = handler_for(modules[owner])
             handled[owner] = None if handler is None else handler.dims(modules[owner])
-        if handled[owner] is not None:
-            return handled[owner].get(local, {})
+        named = handled[owner]
+        if named is not None and (local in named or not named or not inherits_handler(modules[owner])):
+            return named.get(local, {})
         if kind == "buffer" and not _saved_float(modules[owner], local):
             return {}
         return {d: "out" for d, n in enumerate(shape) if n > 1}

@@ -58,6 +58,11 @@ def handler_for(module: nn.Module) -> ModuleHandler | None:
     return None
 
 
+def inherits_handler(module: nn.Module) -> bool:
+    """True where ``module``'s handler is registered for a base class of it, not for its own class."""
+    return _key(type(module)) not in HANDLERS
+
+
 def parametrized_module(tensor: str) -> str | None:
     """For an original of ``torch.nn.utils.parametrize`` (``conv.parametrizations.weight.original0``)
     the name of the module it parametrizes (``conv``); ``None`` for any other tensor, also for the
