@@ -246,6 +246,19 @@ def test_embedding_bag_features_prune_exactly(mode: str) -> None:
         torch.testing.assert_close(pruned(*inputs), zeroed(*inputs), rtol=1e-6, atol=1e-6)
 
 
+def test_embedding_with_max_norm_renormalises_the_same_rows_after_pruning() -> None:
+    torch.manual_seed(0)
+    model, ids = (
+        nn.Sequential(nn.Embedding(10, 8, max_norm=1.0), nn.Linear(8, 3)).eval(),
+        torch.randint(0, 10, (2, 5)),
+    )
+    graph = DependencyGraph.build(model, ids)  # the norm of a row is the same without its zero features
+    assert [g.size for g in graph.groups] == [8]
+    pruned, zeroed, _ = prune_zeroed(model, graph, list(graph.groups), torch.Generator().manual_seed(0))
+    assert pruned[0].weight.shape[1] < 8
+    assert_exact(pruned, zeroed, ids)
+
+
 def _discriminator() -> nn.Module:
     from torch.nn.utils.parametrizations import spectral_norm
 
@@ -314,19 +327,47 @@ def test_weight_norm_over_other_dims_prunes_exactly(hook: bool, dim: int | None)
     assert_exact(pruned, zeroed, x)  # whole: conv 2's norm spanned its removed inputs, renormalised
 
 
-def test_a_parametrization_without_channel_rules_is_refused_naming_the_module_to_keep_whole() -> None:
-    from torch.nn.utils.parametrizations import orthogonal
+class _MinusMedian(nn.Module):
+    """A parametrization through an op without a channel rule: each row minus its median."""
 
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight - weight.median(dim=1, keepdim=True).values
+
+
+def _parametrized_mlp(parametrized: nn.Module) -> nn.Module:
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), orthogonal(nn.Linear(8, 8)), nn.ReLU(), nn.Linear(8, 8))
-    model, x = nn.Sequential(*model, nn.ReLU(), nn.Linear(8, 2)).eval(), torch.randn(3, 4)
-    # Q = f(original) mixes every row and column: slicing the original would not slice Q
-    with pytest.raises(
-        ValueError, match=r"aten.tril.default .*ignore=\['2'\] \(the module it parametrizes\)"
-    ):
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), parametrized, nn.ReLU(), nn.Linear(8, 8))
+    return nn.Sequential(*model, nn.ReLU(), nn.Linear(8, 2)).eval()
+
+
+def test_a_parametrization_without_channel_rules_is_refused_naming_the_module_to_keep_whole() -> None:
+    model, x = (
+        _parametrized_mlp(parametrize.register_parametrization(nn.Linear(8, 8), "weight", _MinusMedian())),
+        torch.randn(3, 4),
+    )
+    with pytest.raises(ValueError, match=r"aten.median.dim .*ignore=\['2'\] \(the module it parametrizes\)"):
         DependencyGraph.build(model, x)
     graph = DependencyGraph.build(model, x, ignore=["2"])  # the suggestion works; the rest still prunes
     assert [sorted(g.modules()) for g in graph.groups] == [["4", "6"]]
+
+
+@pytest.mark.parametrize("orthogonal_map", ["matrix_exp", "householder"])
+def test_an_orthogonal_layer_keeps_its_inputs_and_loses_rows_exactly(orthogonal_map: str) -> None:
+    from torch.nn.utils.parametrizations import orthogonal
+
+    model, x = (
+        _parametrized_mlp(orthogonal(nn.Linear(8, 8), orthogonal_map=orthogonal_map)),
+        torch.randn(3, 4),
+    )
+    graph = DependencyGraph.build(model, x)  # Q = base · f(original): f mixes every entry (pinned), the rows
+    # of the base buffer (module 2.parametrizations.weight.0) pick Q's rows
+    assert [sorted(g.modules()) for g in graph.groups] == [
+        ["2", "2.parametrizations.weight.0", "4"],
+        ["4", "6"],
+    ]
+    pruned, zeroed, _ = prune_zeroed(model, graph, list(graph.groups), torch.Generator().manual_seed(0))
+    assert pruned[2].weight.shape[0] < 8 == pruned[2].weight.shape[1]
+    assert_exact(pruned, zeroed, x)
 
 
 class _Pairwise(nn.Module):

@@ -34,6 +34,7 @@ def rotate_every_two(x: torch.Tensor) -> torch.Tensor:
     return torch.stack((-x[..., 1::2], x[..., ::2]), dim=-1).flatten(-2)
 
 
+GRID = torch.rand(2, 3, 3, 2, generator=torch.Generator().manual_seed(0)) * 2 - 1  # a spatial transformer's
 POSITIONS = torch.tensor([4, 1])  # one position per batch row (CLIP's pooled token, GPT-2's last token)
 MASK = torch.tensor([[True, False, True, True, False], [False, True, False, False, False]])
 
@@ -94,6 +95,50 @@ def _assert_a_prunes_exactly(op: Op) -> None:
             (2, 5, 4),
             8,
         ),
+        (
+            nn.Conv2d(3, 8, 1),
+            lambda h: F.unfold(h, 2, stride=2).transpose(1, 2),
+            nn.Linear(32, 5),
+            (2, 3, 4, 4),
+            8,
+        ),
+        (nn.Conv1d(3, 32, 1), lambda h: F.fold(h, (4, 4), 2, stride=2), nn.Conv2d(8, 4, 1), (2, 3, 4), 8),
+        (
+            nn.Conv2d(3, 8, 1),
+            lambda h: F.grid_sample(h, GRID, align_corners=False),
+            nn.Conv2d(8, 4, 1),
+            (2, 3, 5, 5),
+            8,
+        ),
+        (
+            nn.Conv3d(3, 8, 1),
+            lambda h: F.pad(h, (1,) * 6, mode="reflect"),
+            nn.Conv3d(8, 4, 1),
+            (2, 3, 3, 3, 3),
+            8,
+        ),
+        (
+            nn.Conv3d(3, 8, 1),
+            lambda h: F.pad(h, (1,) * 6, mode="replicate"),
+            nn.Conv3d(8, 4, 1),
+            (2, 3, 3, 3, 3),
+            8,
+        ),
+        (
+            nn.Conv3d(3, 8, 1),
+            lambda h: F.interpolate(h, scale_factor=2, mode="trilinear"),
+            nn.Conv3d(8, 4, 1),
+            (2, 3, 3, 3, 3),
+            8,
+        ),
+        (
+            nn.Conv2d(3, 8, 1),
+            lambda h: F.interpolate(h, size=(3, 3), mode="bilinear", antialias=True),
+            nn.Conv2d(8, 4, 1),
+            (2, 3, 6, 6),
+            8,
+        ),
+        (nn.Linear(4, 8), lambda h: h * (~(h > 0)).float(), nn.Linear(8, 5), (2, 5, 4), 8),
     ],
     ids=[
         "gptj_rotary_stack",
@@ -111,6 +156,14 @@ def _assert_a_prunes_exactly(op: Op) -> None:
         "pixel_shuffle",
         "pixel_unshuffle",
         "new_ones_zeros_full",
+        "unfold_patches",
+        "fold_patches",
+        "grid_sample",
+        "reflection_pad3d",
+        "replication_pad3d",
+        "trilinear",
+        "bilinear_antialias",
+        "bitwise_not",
     ],
 )
 def test_channels_carried_through_the_op_prune_exactly(
@@ -280,14 +333,29 @@ def test_broadcast_copies_reaching_an_op_without_a_rule_are_kept_not_refused() -
         lambda y: y.topk(3, dim=1).values.mean(1, keepdim=True) + y,
         lambda y: y.unfold(1, 2, 1).mean(-1),  # sliding windows over time
         lambda y: y.gather(1, torch.tensor([4, 0, 2]).view(1, 3, 1).expand(2, 3, y.shape[-1])),
+        lambda y: torch.fft.rfft(y, dim=1).abs(),
+        lambda y: (y @ y.transpose(1, 2)).tril() @ y,  # causal mixing over time
+        lambda y: torch.zeros_like(y).scatter_add(
+            1, torch.tensor([0, 2, 2, 4, 1])[None, :, None].expand_as(y), y
+        ),
+        lambda y: torch.cdist(y, y[:, :2]) @ y[:, :2],  # distances to two prototypes
     ],
-    ids=["flip", "sort", "topk", "unfold", "gather"],
+    ids=["flip", "sort", "topk", "unfold", "gather", "rfft", "tril", "scatter_add", "cdist"],
 )
 def test_ops_moving_values_along_time_keep_channels_prunable(op: Op) -> None:
     _assert_a_prunes_exactly(op)
 
 
-@pytest.mark.parametrize("op", [lambda y: y.flip(-1), lambda y: y.sort(-1).values], ids=["flip", "sort"])
+@pytest.mark.parametrize(
+    "op",
+    [
+        lambda y: y.flip(-1),
+        lambda y: y.sort(-1).values,
+        lambda y: torch.fft.fft(torch.fft.fft(y, dim=-1), dim=-2).real,  # FNet's token mixing
+        lambda y: y.tril(),
+    ],
+    ids=["flip", "sort", "fft_fnet", "tril"],
+)
 def test_ops_moving_values_along_channels_keep_them_whole(op: Op) -> None:
     model = Through(nn.Linear(6, 8), op, nn.Linear(8, 3)).eval()
     assert _sizes_of_a(model, torch.randn(2, 5, 6)) == []

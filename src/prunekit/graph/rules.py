@@ -19,6 +19,7 @@ ELEMENTWISE = (
     "log2", "log10", "exp2", "atan", "tan", "asin", "acos", "sinh", "cosh", "asinh", "atanh", "nan_to_num",
     "celu", "selu", "log_sigmoid_forward", "hardshrink", "softshrink", "rrelu_with_noise", "logit", "sgn",
     "xlogy", "fmod", "remainder", "floor_divide", "isnan", "isinf", "logical_and", "logical_or",
+    "logical_xor", "bitwise_not", "bitwise_and", "bitwise_or", "bitwise_xor",
 )  # fmt: skip
 REDUCTIONS = (
     "mean", "sum", "amax", "amin", "max", "min", "var", "std", "prod", "logsumexp", "linalg_vector_norm",
@@ -29,9 +30,14 @@ WINDOWED = (
     "avg_pool1d", "avg_pool2d", "avg_pool3d", "_adaptive_avg_pool2d", "_adaptive_avg_pool3d",
     "adaptive_max_pool2d", "adaptive_max_pool1d", "upsample_nearest1d", "upsample_nearest2d",
     "upsample_nearest3d", "upsample_bilinear2d", "upsample_linear1d", "upsample_bicubic2d",
-    "_upsample_nearest_exact2d",
+    "_upsample_nearest_exact2d", "_upsample_nearest_exact1d", "_upsample_nearest_exact3d",
+    "upsample_trilinear3d", "_upsample_bilinear2d_aa", "_upsample_bicubic2d_aa", "adaptive_max_pool3d",
+    "max_pool1d_with_indices", "fractional_max_pool2d", "fractional_max_pool3d",
 )  # fmt: skip
-PADS = ("constant_pad_nd", "reflection_pad1d", "reflection_pad2d", "replication_pad1d", "replication_pad2d")
+PADS = (
+    "constant_pad_nd", "reflection_pad1d", "reflection_pad2d", "reflection_pad3d", "replication_pad1d",
+    "replication_pad2d", "replication_pad3d",
+)  # fmt: skip
 ALONG_DIM = (
     "_softmax", "_log_softmax", "softmax", "log_softmax", "cumsum", "cumprod",
     "logcumsumexp", "cummax", "cummin",
@@ -40,6 +46,7 @@ RECURRENT = (
     "mkldnn_rnn_layer", "lstm", "gru", "rnn_tanh", "rnn_relu", "lstm_cell", "gru_cell", "rnn_tanh_cell",
     "rnn_relu_cell", "_thnn_fused_lstm_cell", "_thnn_fused_gru_cell",
 )  # fmt: skip
+POSITIONAL = ("flip", "sort", "topk", "unfold", "_fft_c2c", "_fft_r2c", "_fft_c2r")
 BATCH_NORMS = (
     "native_batch_norm", "_native_batch_norm_legit", "_native_batch_norm_legit_no_training",
     "_native_batch_norm_legit_functional", "batch_norm",
@@ -57,7 +64,12 @@ def _register() -> None:
     register_op_rule("cat", shape.cat)
     register_op_rule("glu", shape.glu)
     register_op_rule(("view_as_complex", "view_as_real"), shape.complex_view)
-    register_op_rule(("flip", "sort", "topk", "unfold"), shape.along_positions)
+    register_op_rule(POSITIONAL, shape.along_positions)
+    register_op_rule(("tril", "triu"), shape.triangle)
+    register_op_rule(("scatter", "scatter_add", "scatter_reduce"), shape.scatter)
+    register_op_rule("im2col", shape.im2col)
+    register_op_rule("col2im", shape.col2im)
+    register_op_rule(("grid_sampler_2d", "grid_sampler_3d"), shape.grid_sample)
     register_op_rule("gather", shape.gather)
     register_op_rule("as_strided", shape.as_strided)
     register_op_rule("stack", shape.stack)
@@ -88,6 +100,8 @@ def _register() -> None:
     register_op_rule("native_group_norm", layers.group_norm)
     register_op_rule("_prelu_kernel", layers.prelu)
     register_op_rule("embedding", layers.embedding)
+    register_op_rule("embedding_renorm", layers.embedding_renorm)
+    register_op_rule("_cdist_forward", layers.cdist)
     register_op_rule(("_embedding_bag", "_embedding_bag_forward_only"), layers.embedding_bag)
     register_op_rule(SDPA, sdpa)
 

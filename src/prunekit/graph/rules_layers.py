@@ -222,3 +222,20 @@ def embedding_bag(ctx: Context, op: Op) -> list[Labels]:
         carries = features == [len(wl[1])]
         outputs.append([np.zeros(rows, dtype=np.int64), wl[1]] if carries else ctx.zeros(ctx.shape(ref)))
     return outputs
+
+
+def cdist(ctx: Context, op: Op) -> list[Labels]:
+    """``_cdist_forward(x1, x2)``: (…, P, M) and (…, R, M) → (…, P, R), distances over the ``M`` features
+    (joined: a channel zero in both adds nothing); batch dims line up, P and R pass."""
+    al, bl = ctx.of(op.args[0]), ctx.of(op.args[1])
+    ctx.uf.union(al[-1], bl[-1])
+    batch = ctx.shape(out_refs(op)[0])[:-2]
+    if len(al) - 2 == len(batch) and all(len(a) == n for a, n in zip(al, batch, strict=False)):
+        return [[*al[:-2], al[-2], bl[-2]]]
+    return [[*ctx.zeros(batch), al[-2], bl[-2]]]
+
+
+def embedding_renorm(ctx: Context, op: Op) -> list[Labels]:
+    """``embedding_renorm_`` (``nn.Embedding(max_norm=…)``): rows are rescaled by their norm, to which
+    zero features add nothing; the weight keeps its labels."""
+    return [list(ctx.of(op.args[0]))]

@@ -335,13 +335,16 @@ def roll(ctx: Context, op: Op) -> list[Labels]:
     return [labels]
 
 
-_POSITION_DIM = {"flip": "dims", "sort": "dim", "topk": "dim", "unfold": "dimension"}
+_POSITION_DIM = {
+    "flip": "dims", "sort": "dim", "topk": "dim", "unfold": "dimension",
+    "_fft_c2c": "dim", "_fft_r2c": "dim", "_fft_c2r": "dim",
+}  # fmt: skip
 
 
 def along_positions(ctx: Context, op: Op) -> list[Labels]:
-    """flip / sort / topk / ``Tensor.unfold``: values move between positions of their dims (a
-    bidirectional flip in time, MoE routing's top-k), which are pinned; the other dims pass to every
-    output (sort's and topk's indices too); a dim unfold adds holds no channels."""
+    """flip / sort / topk / ``Tensor.unfold`` / FFTs: values move between positions of their dims (a
+    bidirectional flip in time, MoE routing's top-k, FNet's Fourier mixing), which are pinned; the other
+    dims pass to every output (sort's and topk's indices too); a dim unfold adds holds no channels."""
     labels = ctx.of(op.args[0])
     moved = _dims(arg(op, _POSITION_DIM[op.name], -1), len(labels))
     for d in moved:
@@ -454,3 +457,65 @@ def repeat(ctx: Context, op: Op) -> list[Labels]:
     out = [np.zeros(r, dtype=np.int64) for r in repeats[:offset]]
     out += [np.tile(vec, r) for vec, r in zip(labels, repeats[offset:], strict=True)]
     return [out]
+
+
+def triangle(ctx: Context, op: Op) -> list[Labels]:
+    """``tril`` / ``triu``: which entries are kept depends on their positions in the last two dims
+    (pinned); other dims pass."""
+    labels = list(ctx.of(op.args[0]))
+    for d in range(max(len(labels) - 2, 0), len(labels)):
+        ctx.uf.pin(labels[d])
+        labels[d] = np.zeros(len(labels[d]), dtype=np.int64)
+    return [labels]
+
+
+def scatter(ctx: Context, op: Op) -> list[Labels]:
+    """``x.scatter(dim, index, src)`` / ``scatter_add`` / ``scatter_reduce``: ``src[i][j]`` lands at
+    position ``index[i][j]`` along ``dim`` (pinned, in all three); every other dim of ``src`` and of
+    the index lines up with ``x``'s where their sizes are equal (else they are pinned)."""
+    labels = list(ctx.of(op.args[0]))
+    dim = int(arg(op, "dim")) % len(labels)
+    src = arg(op, "src")
+    moved = [ctx.of(arg(op, "index"))] + ([ctx.of(src)] if isinstance(src, Ref) else [])
+    for vec in (labels[dim], *[m[dim] for m in moved]):
+        ctx.uf.pin(vec)
+    for source in moved:
+        for d, (a, b) in enumerate(zip(labels, source, strict=True)):
+            if d != dim and len(a) == len(b):
+                ctx.uf.union(a, b)
+            elif d != dim:
+                ctx.uf.pin(a)
+                ctx.uf.pin(b)
+    return [labels]
+
+
+def im2col(ctx: Context, op: Op) -> list[Labels]:
+    """``F.unfold`` ((N,) C, H, W) → ((N,) C·K, L): channel ``c`` becomes the ``K`` kernel taps
+    ``c·K … c·K + K - 1`` (they go together); the spatial dims are pinned, the ``L`` patches hold none."""
+    labels = ctx.of(op.args[0])
+    for vec in labels[-2:]:
+        ctx.uf.pin(vec)
+    out_shape = ctx.shape(out_refs(op)[0])
+    taps = out_shape[-2] // len(labels[-3])
+    return [[*labels[:-3], np.repeat(labels[-3], taps), np.zeros(out_shape[-1], dtype=np.int64)]]
+
+
+def col2im(ctx: Context, op: Op) -> list[Labels]:
+    """``F.fold`` ((N,) C·K, L) → ((N,) C, H, W): output channel ``c`` sums the block of ``K`` taps
+    ``c·K …`` (joined: they go together); the ``L`` patches are pinned."""
+    labels = ctx.of(op.args[0])
+    out_shape = ctx.shape(out_refs(op)[0])
+    blocks = labels[-2].reshape(out_shape[-3], -1)
+    ctx.uf.union(blocks, blocks[:, :1])
+    ctx.uf.pin(labels[-1])
+    return [[*labels[:-2], blocks[:, 0], *ctx.zeros(out_shape[-2:])]]
+
+
+def grid_sample(ctx: Context, op: Op) -> list[Labels]:
+    """``grid_sampler_2d/3d(x, grid)`` (a spatial transformer): each channel is sampled on its own at
+    the grid's points; ``x``'s spatial dims and the grid are pinned, batch and channels pass."""
+    labels, grid = ctx.of(op.args[0]), ctx.of(op.args[1])
+    for vec in (*labels[2:], *grid[1:]):
+        ctx.uf.pin(vec)
+    ctx.uf.union(labels[0], grid[0])
+    return [[labels[0], labels[1], *ctx.zeros(ctx.shape(out_refs(op)[0])[2:])]]
