@@ -61,6 +61,9 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
     "qwen2_moe": lambda: tf.Qwen2MoeModel(tf.Qwen2MoeConfig(
         intermediate_size=64, moe_intermediate_size=32, shared_expert_intermediate_size=64, num_experts=4,
         num_experts_per_tok=2, num_key_value_heads=2, **DECODER)),
+    "gpt_neo": lambda: tf.GPTNeoModel(tf.GPTNeoConfig(  # masks its scores with where(causal, scores, min)
+        hidden_size=32, num_layers=2, num_heads=4, attention_types=[[["global", "local"], 1]], window_size=4,
+        intermediate_size=64, **SMALL)),
     "stablelm": lambda: tf.StableLmModel(tf.StableLmConfig(intermediate_size=64, num_key_value_heads=2,
                                                            **DECODER)),
 }  # fmt: skip
@@ -98,7 +101,8 @@ def _prune(name: str, heads: str) -> tuple[nn.Module, dict]:
 
 @pytest.mark.parametrize("heads", ["heads", "head_dim"])
 @pytest.mark.parametrize(
-    "name", ["distilbert", "t5", "t5_eager", "t5_encoder_decoder", "bloom", "qwen2", "phi3", "falcon_new"]
+    "name",
+    ["distilbert", "t5", "t5_eager", "t5_encoder_decoder", "bloom", "qwen2", "phi3", "falcon_new", "gpt_neo"],
 )
 def test_pruning_zeroed_channels_is_exact(name: str, heads: str) -> None:
     model, inputs = _model(name), _inputs(name)

@@ -165,20 +165,21 @@ _WEIGHT_OPS += ("permute", "transpose")
 
 
 def _back_to(producer: dict[int, Op], node: int, through: tuple[str, ...], targets: dict | None = None):  # type: ignore[no-untyped-def]
-    """Walk back from ``node`` through ``through`` ops (first tensor argument): the ``bmm`` reached
-    (``targets is None``), or the node of ``targets`` reached; ``None`` otherwise."""
-    for _ in range(32):  # attention chains are short; this bounds a walk that found none
+    """Walk back from ``node`` through ``through`` ops: the ``bmm`` reached (``targets is None``), or
+    the node of ``targets`` reached; ``None`` otherwise. An op's first tensor argument is followed
+    first, its others where that finds nothing (GPT-Neo's ``where(causal_mask, scores, min)``)."""
+    stack, steps = [node], 0
+    while stack and steps < 64:  # attention chains are short; this bounds a walk that finds none
+        node, steps = stack.pop(), steps + 1
         if targets is not None and node in targets:
             return node
         op = producer.get(node)
         if op is None:
-            return None
+            continue
         if targets is None and op.name in _MATMULS:
             return op
-        refs = [a for a in op.args if isinstance(a, Ref)]
-        if op.name.rstrip("_") not in through or not refs:
-            return None
-        node = refs[0].node
+        if op.name.rstrip("_") in through:
+            stack += reversed([a.node for a in op.args if isinstance(a, Ref)])
     return None
 
 
