@@ -370,3 +370,17 @@ def test_mixture_of_experts_width_keeps_the_multiple_grouped_mm_needs() -> None:
         PruningPlan(graph, {group.index: [0, 1]})
     pruned = apply_plan(model, build_plan(model, graph, 0.9))  # 3.2 kept → 4
     assert pruned.layers[0].mlp.experts.down_proj.shape[-1] == 4
+
+
+def test_attention_whose_heads_were_not_recognised_is_refused_not_given_zero_heads() -> None:
+    torch.manual_seed(0)
+    model = tf.HieraModel(tf.HieraConfig(  # mask-unit attention: (batch, heads, windows, tokens, head dim)
+        image_size=[32, 32], patch_size=[3, 3], patch_stride=[2, 2], patch_padding=[1, 1], embed_dim=16,
+        num_heads=[1, 2], depths=[1, 1], query_stride=[2, 2], masked_unit_size=[4, 4],
+        masked_unit_attention=[True, False], num_query_pool=1)).eval()  # fmt: skip
+    inputs = {"pixel_values": torch.randn(1, 3, 32, 32)}
+    graph = DependencyGraph.build(model, inputs, heads="heads")
+    (group,) = (g for g in graph.groups if g.modules() == ["encoder.stages.0.layers.0.attn.proj",
+                                                         "encoder.stages.0.layers.0.attn.qkv"])  # fmt: skip
+    with pytest.raises(ValueError, match=r"'encoder.stages.0.layers.0.attn' .* not whole heads of 16"):
+        apply_plan(model, PruningPlan(graph, {group.index: list(range(8))}), verify=False)

@@ -180,6 +180,13 @@ def update_attention(
         else:
             continue
         d = old_d if heads == "heads" or old_heads is None else q // old_heads
+        if d <= 0 or q % d or k % d:
+            raise ValueError(
+                f"pruning left module {name!r} ({type(module).__name__}) query and key widths {q} and {k}, "
+                f"which are not whole heads of {d} (heads={heads!r}): its heads are laid out in a way the "
+                f"graph did not recognise. Fix: keep it whole with ignore=[{name!r}], or try the other "
+                "heads mode"
+            )
         if d_attr is not None:
             setattr(module, d_attr, d)
         if h_attr:
