@@ -384,3 +384,30 @@ def test_attention_whose_heads_were_not_recognised_is_refused_not_given_zero_hea
                                                          "encoder.stages.0.layers.0.attn.qkv"])  # fmt: skip
     with pytest.raises(ValueError, match=r"'encoder.stages.0.layers.0.attn' .* not whole heads of 16"):
         apply_plan(model, PruningPlan(graph, {group.index: list(range(8))}), verify=False)
+
+
+def test_cvt_attention_storing_its_query_width_as_embed_dim_loses_whole_heads_exactly() -> None:
+    torch.manual_seed(0)
+    # projection_query / projection_key; the head size is embed_dim // num_heads, computed in the forward
+    model = _unit_weights(tf.CvtModel(tf.CvtConfig(
+        embed_dim=[16, 32], num_heads=[1, 2], depth=[1, 2], patch_sizes=[7, 3], patch_stride=[4, 2],
+        patch_padding=[2, 1], mlp_ratio=[2.0, 2.0], attention_drop_rate=[0.0, 0.0], drop_rate=[0.0, 0.0],
+        drop_path_rate=[0.0, 0.0], qkv_bias=[True, True], cls_token=[False, True], kernel_qkv=[3, 3],
+        qkv_projection_method=["dw_bn", "dw_bn"], padding_kv=[1, 1], stride_kv=[2, 2], padding_q=[1, 1],
+        stride_q=[1, 1])).eval())  # fmt: skip
+    inputs = {"pixel_values": torch.randn(1, 3, 32, 32)}
+    graph = DependencyGraph.build(model, inputs, heads="heads")
+    heads = [
+        g for g in graph.groups if any(m.role == "out" and m.module.endswith("query") for m in g.members)
+    ]
+    assert [g.size for g in heads] == [2, 2]  # two heads in each layer of stage 1 (stage 0 has one)
+    removals = {g.index: [1] for g in heads if g.size == 2}
+    zeroed = copy.deepcopy(model)
+    for group in heads:
+        _zero_producers(zeroed, group, removals.get(group.index, []))
+    pruned = apply_plan(zeroed, PruningPlan(graph, removals))
+    attention = pruned.encoder.stages[1].layers[0].attention.attention
+    assert (attention.num_heads, attention.embed_dim) == (1, 16)
+    with torch.no_grad():
+        expected, actual = zeroed(**inputs).last_hidden_state, pruned(**inputs).last_hidden_state
+    torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())

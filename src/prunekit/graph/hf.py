@@ -38,11 +38,13 @@ CONV1D = "transformers.pytorch_utils.Conv1D"
 _HEAD_DIM = ("head_dim", "attention_head_size", "key_value_proj_dim", "head_size")
 # Meta Llama / llama2.c store n_local_heads, nanoGPT n_head, vit-pytorch heads
 _NUM_HEADS = ("num_heads", "num_attention_heads", "n_heads", "n_head", "n_local_heads", "heads")
-_WIDTH = ("all_head_size", "split_size", "inner_dim")
+# the query width (heads · head size); Hiera and CvT store it as hidden_size_output and embed_dim
+_WIDTH = ("all_head_size", "split_size", "inner_dim", "hidden_size_output", "embed_dim")
 # the number q·kᵀ is multiplied (or, GPT-J's 0-dim tensor scale_attn, divided) by, where a module stores one
 _SCALE = ("scaling", "scale", "inv_norm_factor", "scale_attn")
 _HEAD_FIELDS = ("num_attention_heads", "encoder_attention_heads", "decoder_attention_heads")  # config
 _QK = (("q_proj", "k_proj"), ("query", "key"), ("q_lin", "k_lin"), ("q", "k"), ("wq", "wk"))
+_QK += (("projection_query", "projection_key"), ("q_content_proj", "k_content_proj"))  # CvT, Conditional DETR
 _FUSED_QKV = ("c_attn", "query_key_value", "Wqkv", "qkv", "to_qkv")  # q, k and v in equal thirds …
 _UNEQUAL_QKV = ("is_cross_attention", "multi_query", "new_decoder_architecture")  # … unless one is set
 _KV_HEADS = ("num_key_value_heads", "num_kv_heads", "n_kv_heads", "n_local_kv_heads")  # … or kv heads differ
