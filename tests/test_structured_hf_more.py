@@ -411,3 +411,23 @@ def test_cvt_attention_storing_its_query_width_as_embed_dim_loses_whole_heads_ex
     with torch.no_grad():
         expected, actual = zeroed(**inputs).last_hidden_state, pruned(**inputs).last_hidden_state
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
+
+
+def test_experts_pruned_unequally_reload_with_load_pretrained_from_one_tensor_per_expert(
+    tmp_path: Path,
+) -> None:
+    config = tf.MixtralConfig(intermediate_size=32, num_key_value_heads=2, num_local_experts=2, **DECODER)
+    torch.manual_seed(0)
+    model, inputs = (
+        _unit_weights(tf.MixtralModel(config).eval()),
+        {"input_ids": _inputs("qwen2")["input_ids"]},
+    )
+    graph = DependencyGraph.build(model, inputs, heads="head_dim")
+    groups = [g for g in graph.groups if g.modules()[0].endswith("mlp.experts")]
+    removals = {groups[0].index: list(range(0, 32, 2)), groups[1].index: list(range(8))}  # widths 16 and 24
+    with pytest.warns(UserWarning, match="load_pretrained"):  # one intermediate_size cannot say both
+        pruned = apply_plan(model, PruningPlan(graph, removals))
+    pruned.save_pretrained(tmp_path)  # transformers writes experts.0.gate_proj.weight, … one per expert
+    loaded = load_pretrained(tf.MixtralModel, tmp_path)
+    assert [layer.mlp.experts.down_proj.shape[-1] for layer in loaded.layers] == [16, 24]
+    torch.testing.assert_close(_output(loaded, inputs), _output(pruned, inputs), rtol=0, atol=0)

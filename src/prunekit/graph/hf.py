@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
@@ -260,7 +261,12 @@ def load_pretrained(model_class: type, directory: str | os.PathLike[str]) -> nn.
         with safe_open(file, "pt") as f:
             shapes.update({names.get(k, k): tuple(f.get_slice(k).get_shape()) for k in f.keys()})  # noqa: SIM118
         state.update({names.get(k, k): v for k, v in load_file(file).items()})
+    pieces = {k: v for k, v in shapes.items() if k not in names.values()}
+    if pieces:  # saved in another layout (one tensor per expert of a fused experts tensor): put back
+        shapes.update(_fused_shapes(model, pieces))
     resize_to_shapes(model, shapes)
+    if pieces:
+        state = _fused_state(model, state, set(pieces))
     attention = [model.get_submodule(name) for name in attention_modules(model)]
     for module, (h, kv, d, *scale) in zip(attention, getattr(config, "prunekit_attention", []), strict=False):
         for name in _SCALE:  # the model was built for another head size
@@ -275,9 +281,8 @@ def load_pretrained(model_class: type, directory: str | os.PathLike[str]) -> nn.
     if result.unexpected_keys:
         raise ValueError(
             f"{str(directory)!r} holds tensors {result.unexpected_keys[:4]} that {model_class.__name__} "
-            "does not have; pass the class the model was saved from (or transformers saved them in another "
-            "layout, such as one tensor per expert of a mixture of experts, which load_pretrained cannot map "
-            "back yet)"
+            "does not have; pass the class the model was saved from (or transformers saved them in a layout "
+            "its weight conversions for this class do not map back)"
         )
     return model.eval()
 
@@ -295,6 +300,73 @@ def _checkpoint_names(model: nn.Module) -> dict[str, str]:
         owner.setdefault(id(tensor), name)
     saved = revert_weight_conversion(model, dict(state))
     return {name: owner[id(tensor)] for name, tensor in saved.items() if id(tensor) in owner}
+
+
+def _element_sources(model: nn.Module, tensors: list[str]) -> dict[str, tuple[str, np.ndarray]]:
+    """Saved tensor name → ``(model tensor, flat indices into it)`` for what ``save_pretrained`` writes of
+    ``tensors`` in another layout: each element is tagged with its position and the tags are put through
+    transformers' own ``revert_weight_conversion`` (it splits, stacks, transposes, never computes)."""
+    from transformers.core_model_loading import revert_weight_conversion
+
+    state = model.state_dict()
+    sizes = [state[name].numel() for name in tensors]
+    starts = np.cumsum([0, *sizes])
+    tags = {
+        name: torch.arange(start, start + n, dtype=torch.float64).view(state[name].shape)
+        for name, start, n in zip(tensors, starts[:-1].tolist(), sizes, strict=True)
+    }
+    found = {}
+    for saved, tag in revert_weight_conversion(model, tags).items():
+        flat = tag.detach().numpy().astype(np.int64)
+        if flat.size == 0 or saved in tensors:
+            continue
+        owner = int(np.searchsorted(starts, flat.min(), side="right")) - 1
+        found[saved] = (tensors[owner], flat - starts[owner])
+    return found
+
+
+def _fused_shapes(model: nn.Module, pieces: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    """Shapes of the model tensors the saved ``pieces`` (name → shape) are parts of: a dim of a piece
+    that runs along a dim of its tensor shrinks that dim in the same proportion."""
+    state = model.state_dict()
+    sources = _element_sources(model, list(state))
+    shapes: dict[str, list[int]] = {}
+    for saved, shape in pieces.items():
+        if saved not in sources:
+            continue
+        owner, flat = sources[saved]
+        full = tuple(state[owner].shape)
+        new = shapes.setdefault(owner, list(full))
+        coords = np.unravel_index(flat, full)
+        for j, (before, after) in enumerate(zip(flat.shape, shape, strict=True)):
+            if before < 2:
+                continue
+            step = tuple(1 if d == j else 0 for d in range(flat.ndim))
+            along = [k for k, c in enumerate(coords) if c[step] != c[(0,) * flat.ndim]]
+            if len(along) == 1 and after != before:
+                new[along[0]] = full[along[0]] * after // before
+    return {name: tuple(shape) for name, shape in shapes.items() if tuple(shape) != tuple(state[name].shape)}
+
+
+def _fused_state(
+    model: nn.Module, state: dict[str, torch.Tensor], pieces: set[str]
+) -> dict[str, torch.Tensor]:
+    """``state`` with the saved ``pieces`` put back into the (resized) model tensors they are parts of."""
+    current = model.state_dict()
+    sources = _element_sources(model, list(current))
+    assembled: dict[str, torch.Tensor] = {}
+    for saved in sorted(pieces & set(state)):
+        if saved not in sources:
+            continue
+        owner, flat = sources[saved]
+        if flat.shape != tuple(state[saved].shape):
+            raise ValueError(
+                f"saved tensor {saved!r} has shape {tuple(state[saved].shape)}, but the model rebuilt from "
+                f"the saved shapes expects {flat.shape}; the checkpoint does not match {type(model).__name__}"
+            )
+        target = assembled.setdefault(owner, torch.zeros_like(current[owner]))
+        target.view(-1)[torch.from_numpy(flat.reshape(-1))] = state.pop(saved).reshape(-1).to(target.dtype)
+    return {**state, **assembled}
 
 
 def _instantiate(model_class: type, config: Any) -> nn.Module:
