@@ -263,10 +263,11 @@ def load_pretrained(model_class: type, directory: str | os.PathLike[str]) -> nn.
         state.update({names.get(k, k): v for k, v in load_file(file).items()})
     pieces = {k: v for k, v in shapes.items() if k not in names.values()}
     if pieces:  # saved in another layout (one tensor per expert of a fused experts tensor): put back
-        shapes.update(_fused_shapes(model, pieces))
+        fused = [name for name in model.state_dict() if name not in shapes]  # only these are tagged
+        shapes.update(_fused_shapes(model, pieces, fused))
     resize_to_shapes(model, shapes)
     if pieces:
-        state = _fused_state(model, state, set(pieces))
+        state = _fused_state(model, state, set(pieces), fused)
     attention = [model.get_submodule(name) for name in attention_modules(model)]
     for module, (h, kv, d, *scale) in zip(attention, getattr(config, "prunekit_attention", []), strict=False):
         for name in _SCALE:  # the model was built for another head size
@@ -325,11 +326,13 @@ def _element_sources(model: nn.Module, tensors: list[str]) -> dict[str, tuple[st
     return found
 
 
-def _fused_shapes(model: nn.Module, pieces: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
-    """Shapes of the model tensors the saved ``pieces`` (name → shape) are parts of: a dim of a piece
-    that runs along a dim of its tensor shrinks that dim in the same proportion."""
+def _fused_shapes(
+    model: nn.Module, pieces: Mapping[str, tuple[int, ...]], fused: list[str]
+) -> dict[str, tuple[int, ...]]:
+    """Shapes of the model tensors (among ``fused``) the saved ``pieces`` (name → shape) are parts of: a
+    dim of a piece that runs along a dim of its tensor shrinks that dim in the same proportion."""
     state = model.state_dict()
-    sources = _element_sources(model, list(state))
+    sources = _element_sources(model, fused)
     shapes: dict[str, list[int]] = {}
     for saved, shape in pieces.items():
         if saved not in sources:
@@ -349,11 +352,12 @@ def _fused_shapes(model: nn.Module, pieces: Mapping[str, tuple[int, ...]]) -> di
 
 
 def _fused_state(
-    model: nn.Module, state: dict[str, torch.Tensor], pieces: set[str]
+    model: nn.Module, state: dict[str, torch.Tensor], pieces: set[str], fused: list[str]
 ) -> dict[str, torch.Tensor]:
-    """``state`` with the saved ``pieces`` put back into the (resized) model tensors they are parts of."""
+    """``state`` with the saved ``pieces`` put back into the (resized) model tensors of ``fused`` they are
+    parts of."""
     current = model.state_dict()
-    sources = _element_sources(model, list(current))
+    sources = _element_sources(model, fused)
     assembled: dict[str, torch.Tensor] = {}
     for saved in sorted(pieces & set(state)):
         if saved not in sources:
