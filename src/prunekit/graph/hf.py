@@ -103,6 +103,8 @@ def _in(module: nn.Module) -> int:
 def _projections(module: nn.Module) -> tuple[int, int, int] | None:
     """``(q width, k width, hidden in)`` of an attention module, ``None`` for other modules."""
     children = module._modules  # projections are submodules; plain getattr raises and catches per miss
+    if not children:  # a leaf (a conv, a norm …): asked of every module, so answered first
+        return None
     for q_name, k_name in _QK:
         q, k = children.get(q_name), children.get(k_name)
         if _out(q) is not None and _out(k) is not None:
