@@ -431,3 +431,24 @@ def test_experts_pruned_unequally_reload_with_load_pretrained_from_one_tensor_pe
     loaded = load_pretrained(tf.MixtralModel, tmp_path)
     assert [layer.mlp.experts.down_proj.shape[-1] for layer in loaded.layers] == [16, 24]
     torch.testing.assert_close(_output(loaded, inputs), _output(pruned, inputs), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+def test_multi_query_attention_loses_query_heads_around_its_one_kv_head(implementation: str) -> None:
+    config = tf.LlamaConfig(intermediate_size=64, num_key_value_heads=1, **DECODER)
+    torch.manual_seed(0)
+    model = _unit_weights(tf.LlamaModel(config).eval())
+    model.set_attn_implementation(implementation)  # eager: repeat_kv expands the one kv head 4 times
+    inputs = {"input_ids": _inputs("qwen2")["input_ids"]}
+    graph = DependencyGraph.build(model, inputs)
+    heads = [g for g in graph.groups if "layers.0.self_attn.q_proj" in g.modules()]
+    assert [g.size for g in heads] == [4] and "layers.0.self_attn.k_proj" not in heads[0].modules()
+    zeroed, (group,) = copy.deepcopy(model), heads
+    tensors = dict(zeroed.named_parameters())
+    with torch.no_grad():  # a zero query still averages v: a query head is silenced by o_proj's columns
+        for m, member in enumerate(group.members):
+            tensors[member.tensor].index_fill_(member.dim, torch.as_tensor(group.indices(m, [0, 2])), 0.0)
+    pruned = apply_plan(zeroed, PruningPlan(graph, {group.index: [0, 2]}))
+    attention = pruned.layers[0].self_attn
+    assert (attention.q_proj.out_features, attention.num_key_value_groups) == (16, 2)
+    torch.testing.assert_close(_output(pruned, inputs), _output(zeroed, inputs), rtol=1e-5, atol=1e-5)

@@ -220,6 +220,8 @@ def _walk(trace: Trace, producer: dict[int, Op], node: int, head: int, mode: str
             same = _same_dim(trace.shapes[source], shape, head)
             if same is not None:
                 stack.append((source, same))
+                if same > 0 and trace.shapes[source][same - 1] == 1:  # repeat_kv of one kv head:
+                    stack.append((source, same - 1))  # (B, 1, g, S, D) → (B, g, S, D), its head is the 1
             elif (merged := _merged_from(trace.shapes[source], shape, head)) is not None:
                 stack.append((source, merged))  # repeat_kv: (B, Hkv, g, S, D) → (B, Hkv·g, S, D)
             elif head + 1 < len(shape):  # the view creates the head dim: (…, H·D) → (…, H, D), or
