@@ -91,6 +91,14 @@ _TS_IN = {
 _PATCH_IN = {"past_values": torch.randn(1, 32, 3, generator=_G)}
 _S2T_IN = {"input_features": torch.randn(1, 16, 8, generator=_G), "decoder_input_ids": _IDS["input_ids"][:1]}
 
+_DETR = {  # a small transformers ResNet backbone: no timm, nothing pretrained
+    "use_timm_backbone": False, "use_pretrained_backbone": False,
+    "backbone_config": tf.ResNetConfig(embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1],
+                                       out_features=["stage2"]),
+    "d_model": 32, "encoder_layers": 1, "decoder_layers": 1, "encoder_attention_heads": 4,
+    "decoder_attention_heads": 4, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64, "num_queries": 4,
+}  # fmt: skip
+
 CASES: dict[str, Case] = {
     "bert (sdpa, padded)": (lambda: tf.BertModel(tf.BertConfig(**_TEXT)), _PADDED),
     "bert (eager)": (lambda: tf.BertModel(tf.BertConfig(**_TEXT, attn_implementation="eager")), _IDS),
@@ -844,46 +852,8 @@ CASES: dict[str, Case] = {
         _IDS,
     ),
     # detection
-    "detr": (
-        lambda: tf.DetrModel(
-            tf.DetrConfig(
-                use_timm_backbone=False,
-                use_pretrained_backbone=False,
-                backbone_config=tf.ResNetConfig(
-                    embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], out_features=["stage2"]
-                ),
-                d_model=32,
-                encoder_layers=1,
-                decoder_layers=1,
-                encoder_attention_heads=4,
-                decoder_attention_heads=4,
-                encoder_ffn_dim=64,
-                decoder_ffn_dim=64,
-                num_queries=4,
-            )
-        ),
-        _PIXELS,
-    ),
-    "conditional_detr": (
-        lambda: tf.ConditionalDetrModel(
-            tf.ConditionalDetrConfig(
-                use_timm_backbone=False,
-                use_pretrained_backbone=False,
-                backbone_config=tf.ResNetConfig(
-                    embedding_size=16, hidden_sizes=[16, 32], depths=[1, 1], out_features=["stage2"]
-                ),
-                d_model=32,
-                encoder_layers=1,
-                decoder_layers=1,
-                encoder_attention_heads=4,
-                decoder_attention_heads=4,
-                encoder_ffn_dim=64,
-                decoder_ffn_dim=64,
-                num_queries=4,
-            )
-        ),
-        _PIXELS,
-    ),
+    "detr": (lambda: tf.DetrModel(tf.DetrConfig(**_DETR)), _PIXELS),
+    "conditional_detr": (lambda: tf.ConditionalDetrModel(tf.ConditionalDetrConfig(**_DETR)), _PIXELS),
 }
 QUICK = ("bert (eager)", "distilbert", "gpt2 (eager)", "llama (gqa, padded)", "t5 encoder", "bloom")
 QUICK += ("clip text", "dinov2")

@@ -112,6 +112,18 @@ class TimmAttention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(b, n, -1))
 
 
+def _prune_every_other_channel(
+    model: nn.Module, x: torch.Tensor, heads: str, tensor: str
+) -> tuple[nn.Module, nn.Module]:
+    """``(pruned, zeroed)``: channels 0, 2, … of the group holding ``tensor`` zeroed in a copy, pruned."""
+    graph = DependencyGraph.build(model, x, heads=heads)
+    (group,) = (g for g in graph.groups if any(m.tensor == tensor for m in g.members))
+    zeroed = copy.deepcopy(model)
+    half = list(range(0, group.size, 2))
+    zero_producers(zeroed, group, half)
+    return apply_plan(zeroed, PruningPlan(graph, {group.index: half})), zeroed
+
+
 def _timm_block(fused: bool) -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.LayerNorm(32), TimmAttention(32, 4, fused), nn.Linear(32, 64), nn.GELU()).eval()
@@ -126,12 +138,7 @@ def test_timm_style_attention_prunes_and_updates_the_head_count_and_size_it_stor
     fused: bool, heads: str, kept: tuple[int, int]
 ) -> None:
     model, x = _timm_block(fused), torch.randn(2, 5, 32)
-    graph = DependencyGraph.build(model, x, heads=heads)
-    (group,) = (g for g in graph.groups if any(m.tensor == "1.qkv.weight" for m in g.members))
-    zeroed = copy.deepcopy(model)
-    half = list(range(0, group.size, 2))
-    zero_producers(zeroed, group, half)
-    pruned = apply_plan(zeroed, PruningPlan(graph, {group.index: half}))
+    pruned, zeroed = _prune_every_other_channel(model, x, heads, "1.qkv.weight")
     assert (pruned[1].num_heads, pruned[1].head_dim) == kept
     assert pruned[1].scale == 8**-0.5  # the stored scale is kept: the kept dims compute as before
     assert (model[1].num_heads, model[1].head_dim) == (4, 8)  # the user's model is untouched
@@ -306,12 +313,7 @@ def test_a_module_storing_only_its_head_count_gets_the_count_its_pruned_heads_ne
         nn.Sequential(HeadCountOnly(16, 4, 8), nn.GELU(), nn.Linear(16, 4)).eval(),
         torch.randn(2, 5, 16),
     )
-    graph = DependencyGraph.build(model, x, heads=heads)
-    (group,) = (g for g in graph.groups if any(m.tensor == "0.to_qkv.weight" for m in g.members))
-    zeroed = copy.deepcopy(model)
-    half = list(range(0, group.size, 2))
-    zero_producers(zeroed, group, half)
-    pruned = apply_plan(zeroed, PruningPlan(graph, {group.index: half}))
+    pruned, zeroed = _prune_every_other_channel(model, x, heads, "0.to_qkv.weight")
     assert pruned[0].heads == kept and model[0].heads == 4
     assert pruned[0].to_qkv.out_features == 48
     assert_exact(pruned, zeroed, x)
