@@ -401,6 +401,30 @@ def test_routing_changed_by_pruning_is_named_as_such() -> None:
         apply_plan(model, PruningPlan(graph, {width.index: list(range(6))}))
 
 
+class SplitRoutedExperts(RoutedExperts):
+    """JetMoE's dispatch: tokens sorted by expert and split by counts read with ``.tolist()``, which the
+    trace does not see."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.inp(x)
+        chosen = self.gate(x).argmax(-1)
+        order = chosen.argsort()
+        counts = torch.bincount(chosen, minlength=3).tolist()
+        out = torch.cat([e(part) for e, part in zip(self.experts, x[order].split(counts, 0), strict=True)])
+        return self.out(out[order.argsort()])
+
+
+def test_routing_read_with_tolist_is_named_as_a_changed_path_not_a_stale_size() -> None:
+    torch.manual_seed(0)
+    model, x = SplitRoutedExperts().eval(), torch.randn(64, 6)
+    graph = DependencyGraph.build(model, x)
+    (width,) = [g for g in graph.groups if "gate" in g.modules()]
+    with pytest.raises(ValueError, match=r"takes another path .*gives shape \(\d+, 12\) .*verify=False"):
+        apply_plan(model, PruningPlan(graph, {width.index: list(range(6))}))
+    pruned = apply_plan(model, PruningPlan(graph, {width.index: list(range(6))}), verify=False)
+    assert pruned(x).shape == (64, 2)
+
+
 @pytest.mark.parametrize(
     ("groups", "cin", "cout"),
     [(2, 4, 8), (2, 8, 4), (4, 4, 8), (4, 4, 4)],

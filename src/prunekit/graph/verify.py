@@ -139,7 +139,7 @@ def _shape_error(
 ) -> PrunedModelMismatchError:
     """The error for ``new`` (the pruned model's ``old``) giving another shape than the plan predicts."""
     want, have = _first_shape(old, expected), _first_shape(new, got.shapes)
-    if new.name in _DATA_DEPENDENT:
+    if new.name in _DATA_DEPENDENT or _only_positions_differ(old, want, have, replay):
         return PrunedModelMismatchError(
             f"the pruned model takes another path on the example inputs: {op}, aten.{new.func.__name__}, "
             f"gives shape {have} where the original gave {want} (a size that depends on the values, such as "
@@ -157,6 +157,20 @@ def _shape_error(
 
 
 _DATA_DEPENDENT = frozenset(("nonzero", "masked_select", "_unique2", "unique_dim", "unique_consecutive"))
+
+
+def _only_positions_differ(
+    old: Op, want: tuple[int, ...] | None, have: tuple[int, ...] | None, replay: Replay
+) -> bool:
+    """True where every dim whose size differs holds no channel (tokens, positions): a size the plan
+    does not change, so the values chose it (tokens per expert read with ``.tolist()``, which the trace
+    does not see)."""
+    ref = next((o for o in old.outputs if isinstance(o, Ref)), None)
+    if ref is None or want is None or have is None or len(want) != len(have) or ref.node not in replay.labels:
+        return False
+    vectors = replay.labels[ref.node]
+    differ = [d for d, (a, b) in enumerate(zip(want, have, strict=True)) if a != b]
+    return bool(differ) and not any(replay.uf.find(vectors[d]).any() for d in differ)
 
 
 def _failed_op(trace: Trace, partial_trace: Trace | None, name: str) -> Op | None:
