@@ -54,17 +54,34 @@ _READS_HEAD_DIM = re.compile(r'config\.head_dim\b|config, "head_dim"')
 
 
 def update_model(model: nn.Module, heads: str, widths_before: Mapping[str, int] | None = None) -> None:
-    """Update attention attributes (``widths_before``: see :func:`~.hf.update_attention`) and, for a
-    transformers model, its config fields.
+    """Update attention attributes (``widths_before``: see :func:`~.hf.update_attention`) and the config
+    fields of every transformers model in ``model`` (the model itself, or one a user's module wraps).
 
     Warns where the layers differ (the config keeps the first layer's values), where the attention
     scale was kept for a pruned head size, or where a model built from the config gets other shapes
     (no config field holds these): reload with :func:`~.hf.load_pretrained` there.
     """
     attention = update_attention(model, heads, widths_before)
-    config = getattr(model, "config", None)
-    if config is None or not hasattr(config, "to_dict"):
-        return
+    for prefix, hf_model in _transformers_models(model):
+        inner = {name[len(prefix) :]: a for name, a in attention.items() if name.startswith(prefix)}
+        _update_config(hf_model, inner)
+
+
+def _transformers_models(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(name prefix, module)`` of the outermost modules that are transformers models (a config with
+    ``to_dict`` and ``save_pretrained``): ``model`` itself, or those a user's module holds."""
+    found: list[tuple[str, nn.Module]] = []
+    for name, module in model.named_modules():
+        if any(name.startswith(prefix) for prefix, _ in found):
+            continue
+        if hasattr(getattr(module, "config", None), "to_dict") and hasattr(module, "save_pretrained"):
+            found.append((f"{name}." if name else "", module))
+    return found
+
+
+def _update_config(model: nn.Module, attention: dict[str, Attention]) -> None:
+    """Write ``model.config``'s fields from its modules (``attention``: by name within ``model``)."""
+    config = model.config
     aliases = getattr(config, "attribute_map", {})
     present = set(config.to_dict()) | set(aliases)
     if any(_reads_head_dim(type(model.get_submodule(name))) for name in attention):
@@ -89,7 +106,7 @@ def update_model(model: nn.Module, heads: str, widths_before: Mapping[str, int] 
         written.add(aliases.get(field, field))
         if len(set(found)) > 1:
             differ.append(f"{field} ({sorted(set(found))})")
-    _warn(differ, any(a.stale_scale for a in attention.values()), _config_misses_shapes(model))
+    _warn(differ, any(a.stale_scale for a in attention.values()), _config_rebuilds_other(model))
     if attention:
         config.prunekit_attention = [[a.heads, a.kv_heads, a.head_dim, a.scale] for a in attention.values()]
     if original:  # load_pretrained builds the unpruned architecture (its derived sizes: rotary tables …)
@@ -137,37 +154,59 @@ def _reads_head_dim(cls: type) -> bool:
     return False
 
 
-def _config_misses_shapes(model: nn.Module) -> bool:
-    """Whether ``type(model)(model.config)`` (what ``from_pretrained`` builds; on the meta device, ~10 ms
-    for ViT-B) has other shapes than ``model``: BERT derives the head size as ``hidden_size //
-    num_attention_heads``, BLOOM its FFN width as ``4 · hidden_size``; no field can say otherwise."""
+def _config_rebuilds_other(model: nn.Module) -> str | None:
+    """What differs in ``type(model)(model.config)`` (what ``from_pretrained`` builds; on the meta device,
+    ~10 ms for ViT-B) from ``model``: ``"shapes"`` (BERT derives the head size as ``hidden_size //
+    num_attention_heads``, BLOOM its FFN width as ``4 · hidden_size``; no field can say otherwise),
+    ``"constants"`` (a number a module derives from the config at build time, such as Gemma's embedding
+    scale ``√hidden_size``, which the pruned model keeps from the unpruned one), or ``None``.
+
+    Where the shapes agree, integer attributes that differ are sizes the config now states and a module
+    stored unpruned (T5 attention's ``d_model``, MPNet's head count for its position bias): they are
+    set to the rebuilt model's, so the pruned model is what ``from_pretrained`` will build."""
     try:
         with torch.device("meta"):
             rebuilt = type(model)(copy.deepcopy(model.config))
     except Exception:
-        return True
+        return "shapes"
     shapes = {name: tensor.shape for name, tensor in rebuilt.state_dict().items()}
-    return any(name in shapes and shapes[name] != t.shape for name, t in model.state_dict().items())
+    if any(name in shapes and shapes[name] != t.shape for name, t in model.state_dict().items()):
+        return "shapes"
+    built, found = dict(rebuilt.named_modules()), None
+    for name, module in model.named_modules():
+        other = vars(built[name]) if name in built and type(built[name]) is type(module) else {}
+        for attr, value in list(vars(module).items()):
+            rebuilt_value = other.get(attr)
+            if type(value) is int and type(rebuilt_value) is int and rebuilt_value != value:
+                setattr(module, attr, rebuilt_value)
+            elif type(value) is float and type(rebuilt_value) is float and value == value != rebuilt_value:
+                found = "constants"
+    return found
 
 
-def _warn(differ: list[str], stale_scale: bool, misses_shapes: bool) -> None:
+def _warn(differ: list[str], stale_scale: bool, rebuilt_other: str | None) -> None:
     if differ:
         warnings.warn(
             f"layers of the pruned model differ in {', '.join(differ)}; the config keeps the first layer's "
             "values, so reload with prunekit.graph.hf.load_pretrained, not from_pretrained",
-            stacklevel=4,
+            stacklevel=5,
         )
     elif stale_scale:
         warnings.warn(
             "the attention scaling of the pruned model is not 1/sqrt(head_dim) (head_dim was pruned, the "
             "scaling kept); the config cannot say so, so reload with prunekit.graph.hf.load_pretrained, "
             "not from_pretrained",
-            stacklevel=4,
+            stacklevel=5,
         )
-    elif misses_shapes:
+    elif rebuilt_other is not None:
+        what = {
+            "shapes": "other shapes than the pruned model (the config derives a head size or FFN width it "
+            "cannot state)",
+            "constants": "other constants than the pruned model (a number derived from a pruned size at "
+            "build time, such as an embedding scale √hidden_size, which the pruned model keeps unpruned)",
+        }[rebuilt_other]
         warnings.warn(
-            "a model built from the pruned config has other shapes than the pruned model (the config "
-            "derives a head size or FFN width it cannot state); reload with "
+            f"a model built from the pruned config has {what}; reload with "
             "prunekit.graph.hf.load_pretrained, not from_pretrained",
-            stacklevel=4,
+            stacklevel=5,
         )

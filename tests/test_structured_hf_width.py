@@ -1,0 +1,114 @@
+"""Pruning the residual width (``hidden_size``) of transformers models: widths modules store, a model
+wrapped in the user's own module, and constants a config derives from the width."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from prunekit.graph import DependencyGraph
+from prunekit.graph.hf import load_pretrained
+from prunekit.plan import apply_plan, build_plan
+from test_structured_hf import _unit_weights
+
+tf = pytest.importorskip("transformers")
+os.environ["HF_HUB_OFFLINE"] = "1"
+TEXT = {
+    "vocab_size": 50,
+    "max_position_embeddings": 16,
+    "bos_token_id": 0,
+    "eos_token_id": 0,
+    "pad_token_id": 0,
+}
+DECODER = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    **TEXT,
+}
+IDS = torch.randint(1, 50, (2, 7), generator=torch.Generator().manual_seed(0))
+
+
+class Classifier(nn.Module):
+    """A user's module around a transformers model: a linear head on the last hidden state."""
+
+    def __init__(self, base: nn.Module, classes: int = 3) -> None:
+        super().__init__()
+        self.base, self.head = base, nn.Linear(base.config.hidden_size, classes)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.base(input_ids=input_ids, use_cache=False).last_hidden_state)
+
+
+def _hidden(model: nn.Module) -> torch.Tensor:
+    with torch.no_grad():
+        return model(input_ids=IDS, use_cache=False).last_hidden_state
+
+
+def _pruned_width(factory: type, config: object) -> tuple[nn.Module, nn.Module]:
+    """``(original, pruned)``: half of every group of a classifier around ``factory(config)``, the
+    residual width among them; the transformers model inside comes back."""
+    torch.manual_seed(0)
+    model = Classifier(_unit_weights(factory(config).eval())).eval()
+    plan = build_plan(model, DependencyGraph.build(model, {"input_ids": IDS}), 0.5)
+    return model, apply_plan(model, plan)
+
+
+def test_wrapped_model_gets_its_config_updated_and_reloads_with_from_pretrained(tmp_path: Path) -> None:
+    model, pruned = _pruned_width(tf.LlamaModel, tf.LlamaConfig(intermediate_size=64, **DECODER))
+    config = pruned.base.config
+    assert (config.hidden_size, config.intermediate_size, config.num_attention_heads) == (16, 32, 2)
+    assert model.base.config.hidden_size == 32  # the user's model is untouched
+    pruned.base.save_pretrained(tmp_path)
+    loaded = tf.LlamaModel.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(_hidden(loaded), _hidden(pruned.base))
+
+
+def test_widths_stored_beside_the_tensors_follow_the_pruned_sizes() -> None:
+    _, pruned = _pruned_width(tf.LlamaModel, tf.LlamaConfig(intermediate_size=64, **DECODER))
+    layer = pruned.base.layers[0]
+    assert (layer.hidden_size, layer.mlp.hidden_size, layer.mlp.intermediate_size) == (16, 16, 32)
+
+
+@pytest.mark.parametrize(
+    "factory, config",
+    [
+        (tf.MixtralModel, tf.MixtralConfig(intermediate_size=64, num_local_experts=4, **DECODER)),
+        (
+            tf.OlmoeModel,
+            tf.OlmoeConfig(intermediate_size=64, num_experts=4, num_experts_per_tok=2, **DECODER),
+        ),
+    ],
+    ids=["mixtral", "olmoe"],
+)
+def test_router_reading_its_stored_hidden_dim_prunes_and_reloads(
+    tmp_path: Path, factory: type, config: object
+) -> None:
+    """The routers view their input as ``(-1, self.hidden_dim)``: before, the check refused the prune."""
+    _, pruned = _pruned_width(factory, config)
+    router = pruned.base.layers[0].mlp.gate
+    assert router.hidden_dim == router.weight.shape[1] == 16
+    pruned.base.save_pretrained(tmp_path)
+    loaded = factory.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(_hidden(loaded), _hidden(pruned.base))
+
+
+def test_embedding_scale_derived_from_the_width_is_kept_and_the_reload_goes_by_load_pretrained(
+    tmp_path: Path,
+) -> None:
+    """Gemma scales its embeddings by √hidden_size, fixed at build time: the pruned model keeps √32, a
+    model built from the pruned config would use √16 (silently other outputs), so apply_plan warns."""
+    config = tf.GemmaConfig(intermediate_size=64, head_dim=8, **DECODER)
+    with pytest.warns(UserWarning, match="other constants.*load_pretrained"):
+        _, pruned = _pruned_width(tf.GemmaModel, config)
+    assert pruned.base.embed_tokens.scalar_embed_scale == 32**0.5
+    pruned.base.save_pretrained(tmp_path)
+    loaded = load_pretrained(tf.GemmaModel, tmp_path)
+    assert loaded.embed_tokens.scalar_embed_scale == 32**0.5
+    torch.testing.assert_close(_hidden(loaded), _hidden(pruned.base))
+    assert not torch.allclose(_hidden(tf.GemmaModel.from_pretrained(tmp_path).eval()), _hidden(pruned.base))
