@@ -12,7 +12,9 @@ from torch import nn
 
 from prunekit.graph import DependencyGraph
 from prunekit.graph.hf import load_pretrained
-from prunekit.plan import apply_plan, build_plan
+from prunekit.graph.io import load_pruned, save_pruned
+from prunekit.graph.verify import PrunedModelMismatchError
+from prunekit.plan import PruningPlan, apply_plan, build_plan
 from test_structured_hf import _unit_weights
 
 tf = pytest.importorskip("transformers")
@@ -112,3 +114,58 @@ def test_embedding_scale_derived_from_the_width_is_kept_and_the_reload_goes_by_l
     assert loaded.embed_tokens.scalar_embed_scale == 32**0.5
     torch.testing.assert_close(_hidden(loaded), _hidden(pruned.base))
     assert not torch.allclose(_hidden(tf.GemmaModel.from_pretrained(tmp_path).eval()), _hidden(pruned.base))
+
+
+class Router(nn.Module):
+    """A hand-written router that stores its input width and reads it in the forward."""
+
+    def __init__(self, width: int, experts: int) -> None:
+        super().__init__()
+        self.hidden_dim, self.num_experts = width, experts
+        self.weight = nn.Parameter(torch.randn(experts, width) / width**0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(-1, self.hidden_dim) @ self.weight.t()
+
+
+class Routed(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.router, self.out = nn.Linear(6, 8), Router(8, 4), nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.router(torch.relu(self.embed(x))))
+
+
+def test_hand_written_module_storing_its_width_prunes_saves_and_loads(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model, x = Routed().eval(), torch.randn(5, 6)
+    pruned = apply_plan(model, build_plan(model, DependencyGraph.build(model, x), 0.5))
+    assert (pruned.router.hidden_dim, pruned.router.num_experts, model.router.hidden_dim) == (4, 2, 8)
+    save_pruned(pruned, tmp_path)
+    loaded = load_pruned(Routed, tmp_path)
+    assert loaded.router.hidden_dim == 4
+    torch.testing.assert_close(loaded(x), pruned(x))
+
+
+class TwoWidths(nn.Module):
+    """Stores ``width = 8`` and reads it in the forward; its two tensors of width 8 are pruned apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.width = 8
+        self.a, self.b = nn.Parameter(torch.randn(8, 3)), nn.Parameter(torch.randn(8, 3))
+        self.out = nn.Linear(16, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.cat([(x @ self.a.t()).reshape(-1, self.width), x @ self.b.t()], 1))
+
+
+def test_stored_width_matching_dims_pruned_to_different_sizes_is_left_for_the_check() -> None:
+    torch.manual_seed(0)
+    model, x = TwoWidths().eval(), torch.randn(5, 3)
+    graph = DependencyGraph.build(model, x)
+    a, b = sorted((g for g in graph.groups if g.size == 8), key=lambda g: g.members[0].tensor)
+    with pytest.raises(PrunedModelMismatchError, match="the pruned model"):
+        apply_plan(model, PruningPlan(graph, {a.index: [0, 1], b.index: [0, 1, 2, 3]}))
+    assert model.width == 8

@@ -26,6 +26,7 @@ from .graph.modules import (
     weight_norm_hooks,
     weight_norm_memo,
 )
+from .graph.stored_sizes import tensor_shapes, update_stored_sizes
 from .graph.trace import Trace
 from .graph.verify import expected_shapes, verify_pruned
 
@@ -231,7 +232,7 @@ def apply_plan(model: nn.Module, plan: PruningPlan, inplace: bool = False, verif
         check_sliced_qkv(plan.graph.trace, expected)
     holders = _holders(model)
     tensors = {name: tensor for name, (tensor, _) in holders.items()}
-    widths_before = query_widths(model)
+    widths_before, shapes_before = query_widths(model), tensor_shapes(model)
     for (name, dim), indices in removals.items():
         _check_tensor(tensors, plan.graph, name, dim, indices)
     with one_thread():
@@ -256,6 +257,7 @@ def apply_plan(model: nn.Module, plan: PruningPlan, inplace: bool = False, verif
         update_attributes(module)
     if replay is not None:
         _resize(target, plan.graph.trace, expected)
+    update_stored_sizes(target, shapes_before)
     update_model(target, plan.graph.heads, widths_before)
     if verify and replay is not None:
         verify_pruned(target, plan.graph.trace, replay, expected)

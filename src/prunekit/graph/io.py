@@ -24,6 +24,7 @@ from torch import nn
 from ..checkpoints import load_weights, save_weights
 from .hf import attention_modules
 from .modules import handler_for, parametrized_module, update_attributes
+from .stored_sizes import tensor_shapes, update_stored_sizes
 
 FORMAT = "prunekit-structured/1"
 
@@ -90,6 +91,7 @@ def resize_to_shapes(model: nn.Module, shapes: Mapping[str, tuple[int, ...]]) ->
     """Give each parameter / buffer its shape from ``shapes`` (zeros, tied tensors stay tied) and update
     the resized modules' attributes through their handlers; returns ``model``."""
     new: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id(old) -> (old kept alive, replacement)
+    before = tensor_shapes(model)
     touched = []
     for module_name, module in model.named_modules():
         prefix = f"{module_name}." if module_name else ""
@@ -112,6 +114,7 @@ def resize_to_shapes(model: nn.Module, shapes: Mapping[str, tuple[int, ...]]) ->
             touched.append(module)
     for module in dict.fromkeys(touched):  # a weight_norm layer is reached from g and from v
         update_attributes(module)
+    update_stored_sizes(model, before)
     return model
 
 

@@ -1,0 +1,75 @@
+"""Size attributes a module stores beside its tensors (a router's ``hidden_dim``, an MLP's
+``intermediate_size``, a model's ``embed_dim``), brought to the pruned sizes.
+
+Layers with a handler have their attributes rewritten from their tensors (:mod:`.modules`); attention
+bookkeeping is :func:`~.hf.update_attention`'s. Any other module may keep a width it was built with:
+read in its forward (Mixtral's router: ``x.view(-1, self.hidden_dim)``), or only there to be read
+later. Such an attribute is recognised by its name (``*_dim``, ``*_size``, ``*_features``,
+``*_channels``, ``*_width``, ``d_model``, ``num_experts`` …) and its value: it equals the old size of a
+tensor dim of the module or of its direct children, and every such dim of that size went to one new
+size. Where dims of that size went to different sizes, or some kept it, the attribute is left alone
+(the pruned-model check names it if the forward reads it).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Mapping
+
+from torch import nn
+
+from .hf import _GROUPS, _HEAD_DIM, _KV_HEADS, _NUM_HEADS, _SCALE, _WIDTH, attention_modules
+from .modules import handler_for
+
+Shapes = Mapping[str, tuple[int, ...]]
+
+_SIZE_NAME = re.compile(
+    r"(^|_)(dim|size|features|channels|width|d_model|d_ff|d_inner|n_embd|n_inner)$|^num_(experts|features|channels)$"
+)
+# sizes that are not widths of a channel dim, whatever their value
+_NOT_WIDTHS = frozenset(
+    ("vocab_size", "patch_size", "window_size", "kernel_size", "image_size", "block_size", "chunk_size",
+     "batch_size", "pool_size", "stride_size", "conv_kernel_size", "num_buckets", "max_size", "sample_size")
+)  # fmt: skip
+_HEADS = frozenset((*_HEAD_DIM, *_NUM_HEADS, *_KV_HEADS, *_GROUPS, *_SCALE))  # never a tensor dim's width
+
+
+def tensor_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    """Shape of every parameter and buffer by name, tied ones under each of their names."""
+    named = (*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False))
+    return {name: tuple(tensor.shape) for name, tensor in named}
+
+
+def update_stored_sizes(model: nn.Module, before: Shapes) -> list[str]:
+    """Set the size attributes of ``model``'s modules from ``before`` (:func:`tensor_shapes` before
+    pruning) and the tensors' shapes now; returns ``"module.attribute"`` of each attribute changed."""
+    after = tensor_shapes(model)
+    sizes: dict[str, dict[int, set[int]]] = defaultdict(lambda: defaultdict(set))  # module: old → new
+    for name, old in before.items():
+        new = after.get(name)
+        if new is None or len(new) != len(old):
+            continue
+        owner = name.rpartition(".")[0]
+        scopes = (owner, owner.rpartition(".")[0]) if owner else (owner,)  # the module and its parent
+        for scope in scopes:
+            for was, now in zip(old, new, strict=True):
+                sizes[scope][was].add(now)
+    changed, attention = [], set(attention_modules(model))
+    for name, module in model.named_modules():
+        if name not in sizes or handler_for(module) is not None:
+            continue
+        for attr, value in list(vars(module).items()):
+            if type(value) is not int or value < 2 or not _is_width(attr, name in attention):
+                continue
+            news = sizes[name].get(value, set())
+            if len(news) == 1 and (new := next(iter(news))) != value:
+                setattr(module, attr, new)
+                changed.append(f"{name}.{attr}" if name else attr)
+    return changed
+
+
+def _is_width(attr: str, attention: bool) -> bool:
+    """Whether ``attr`` names a width (an attention module's head bookkeeping is not this pass's)."""
+    named = bool(_SIZE_NAME.search(attr)) and attr not in _NOT_WIDTHS and attr not in _HEADS
+    return named and not (attention and attr in _WIDTH)
