@@ -6,7 +6,9 @@ predicts every intermediate shape; the numbers an op computes with (``x / math.s
 a scale from ``q.size(-1)``) must not change. A forward that reshapes with a size it stores (a head
 count, a head size, ``x.view(-1, 16 * 5 * 5)``), derives a scale from a pruned size, or takes another
 path on the smaller model computes something else; this check turns that silent change (or a crash
-at the user's first call) into one error at prune time that names the op and the module.
+at the user's first call) into one error at prune time that names the op and the module. Dims that hold
+no channel may differ: there the values chose the size (tokens routed to an expert, found by ``nonzero``
+or counted with ``.tolist()``), and pruning changes the values.
 """
 
 from __future__ import annotations
@@ -114,8 +116,8 @@ def _compare(trace: Trace, got: Trace, expected: list[tuple[int, ...]], replay: 
             if old.func != new.func:  # ATen decompositions depend on sizes (a Linear to one feature,
                 aligned = index  # a matmul over one head): the rest is compared as below
                 break
-            want = _first_shape(old, expected)
-            if want != _first_shape(new, got.shapes):
+            want, have = _first_shape(old, expected), _first_shape(new, got.shapes)
+            if want != have and not _only_positions_differ(old, want, have, replay):
                 raise _shape_error(old, new, f"op {index} of {where}", trace, got, expected, replay)
             _check_constants(old, new, trace, got, f"op {index} of {where}", fix)
             if _shrinks_to_one(want, _first_shape(old, trace.shapes)):
@@ -130,7 +132,8 @@ def _compare(trace: Trace, got: Trace, expected: list[tuple[int, ...]], replay: 
                 op = f"op {aligned + i + k} of {where}"
                 _check_constants(old, new, trace, got, op, fix)
                 want, have = _first_shape(old, expected), _first_shape(new, got.shapes)
-                if want and have and want != have and len(want) == len(have) and 1 not in want:
+                differ = want and have and want != have and len(want) == len(have) and 1 not in want
+                if differ and not _only_positions_differ(old, want, have, replay):
                     raise _shape_error(old, new, op, trace, got, expected, replay)
 
 
@@ -139,7 +142,7 @@ def _shape_error(
 ) -> PrunedModelMismatchError:
     """The error for ``new`` (the pruned model's ``old``) giving another shape than the plan predicts."""
     want, have = _first_shape(old, expected), _first_shape(new, got.shapes)
-    if new.name in _DATA_DEPENDENT or _only_positions_differ(old, want, have, replay):
+    if new.name in _DATA_DEPENDENT:
         return PrunedModelMismatchError(
             f"the pruned model takes another path on the example inputs: {op}, aten.{new.func.__name__}, "
             f"gives shape {have} where the original gave {want} (a size that depends on the values, such as "
@@ -163,8 +166,8 @@ def _only_positions_differ(
     old: Op, want: tuple[int, ...] | None, have: tuple[int, ...] | None, replay: Replay
 ) -> bool:
     """True where every dim whose size differs holds no channel (tokens, positions): a size the plan
-    does not change, so the values chose it (tokens per expert read with ``.tolist()``, which the trace
-    does not see)."""
+    does not change, so the values chose it (tokens per expert found by ``nonzero`` or read with
+    ``.tolist()``, which the trace does not see), and a pruned model may choose another."""
     ref = next((o for o in old.outputs if isinstance(o, Ref)), None)
     if ref is None or want is None or have is None or len(want) != len(have) or ref.node not in replay.labels:
         return False
