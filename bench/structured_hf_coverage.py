@@ -9,8 +9,10 @@ output). Then ``save_pretrained`` and reload with ``from_pretrained``, or with
 ``prunekit.graph.hf.load_pretrained`` where ``apply_plan`` warned that the config cannot describe
 the pruned model, and compare again. Two more runs per mode: "one left" keeps one channel of every
 group (size-1 heads and head dims take other code paths), "twice" prunes half, then half of what is
-left, tracing the pruned model. A refusal is a success when its reason is stated; "WRONG" is the
-only failure.
+left, tracing the pruned model. One more, "width", prunes the residual width as well: the model under a
+linear head (its own outputs pin the width), half of every group, norm layers included; no zeroed model
+computes the same there, so the pruned model must pass the check and reload to its own outputs. A
+refusal is a success when its reason is stated; "WRONG" is the only failure.
 
     python bench/structured_hf_coverage.py            # all 127 architectures (~75 s)
     python bench/structured_hf_coverage.py --quick    # ≤ 60 s: eight of them
@@ -911,21 +913,84 @@ def check(name: str, heads: str, one_left: bool = False, rounds: int = 1) -> dic
         / sum(p.numel() for p in model.parameters()),
         "rel_error": max(errors),
     }
-    with tempfile.TemporaryDirectory() as directory:
-        pruned.save_pretrained(directory)
-        try:
-            loaded = (
-                load_pretrained(type(pruned), directory)
-                if use_ours
-                else type(pruned).from_pretrained(directory)
-            )
-        except ValueError as error:  # exact, but this layout cannot be reloaded (said, not silent)
-            return {"status": "refused", "at": "reload", "reason": f"{type(error).__name__}: {error}"[:200]}
+    loaded = _reloaded(pruned, use_ours)
+    if isinstance(loaded, dict):
+        return loaded
     with torch.no_grad():
-        result["reload_rel_error"] = _rel(got, _first(loaded.eval()(**inputs)))
+        result["reload_rel_error"] = _rel(got, _first(loaded(**inputs)))
     result["reload"] = "load_pretrained" if use_ours else "from_pretrained"
     exact = result["rel_error"] < 1e-5 and result["reload_rel_error"] < 1e-5
     return {"status": "ok" if exact else "WRONG", **result}
+
+
+class _Classifier(nn.Module):
+    """A user's linear head on the model's first output: the residual width is no model output then."""
+
+    def __init__(self, model: nn.Module, width: int) -> None:
+        super().__init__()
+        self.model, self.head = model, nn.Linear(width, 3)
+
+    def forward(self, **inputs: object) -> torch.Tensor:
+        return self.head(_first(self.model(**inputs)))
+
+
+def check_width(name: str) -> dict:
+    """The residual width too: the model under a linear head (its outputs pin the width otherwise), half
+    of every group pruned, the check on. A norm layer reads the width, so the pruned model cannot be
+    compared with a zeroed one: it must pass the check, and reload (``from_pretrained``, or
+    ``load_pretrained`` where ``apply_plan`` says so) to the same outputs."""
+    factory, inputs = CASES[name]
+    torch.manual_seed(0)
+    model = _unit_weights(factory())
+    with torch.no_grad():
+        width = _first(model(**inputs)).shape[-1]
+    wrapped = _Classifier(model, width).eval()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            graph = DependencyGraph.build(wrapped, inputs)
+    except ValueError as error:
+        return {"status": "refused", "at": "graph", "reason": f"{type(error).__name__}: {error}"[:200]}
+    generator = torch.Generator().manual_seed(0)
+    groups = [g for g in graph.groups if g.size > 1]
+    removals = {g.index: torch.randperm(g.size, generator=generator)[: g.size // 2].tolist() for g in groups}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            pruned = apply_plan(wrapped, PruningPlan(graph, removals)).model
+        except ValueError as error:
+            return {"status": "refused", "at": "prune", "reason": f"{type(error).__name__}: {error}"[:200]}
+    use_ours = any("load_pretrained" in str(w.message) for w in caught)
+    with torch.no_grad():
+        got = _first(pruned(**inputs))
+    loaded = _reloaded(pruned, use_ours)
+    if isinstance(loaded, dict):
+        return loaded
+    with torch.no_grad():
+        reload_error = _rel(got, _first(loaded(**inputs)))
+    kept = sum(p.numel() for p in pruned.parameters()) / sum(p.numel() for p in model.parameters())
+    return {
+        "status": "ok" if reload_error < 1e-5 else "WRONG",
+        "groups": len(groups),
+        "params_kept": kept,
+        "width": [width, got.shape[-1]],
+        "rel_error": None,  # no zeroed reference: a norm layer reads the width
+        "reload": "load_pretrained" if use_ours else "from_pretrained",
+        "reload_rel_error": reload_error,
+    }
+
+
+def _reloaded(pruned: nn.Module, use_ours: bool) -> nn.Module | dict:
+    """``pruned`` saved with ``save_pretrained`` and loaded back (with ``load_pretrained`` where
+    ``use_ours``), in eval mode; or a refusal where this layout cannot be reloaded (said, not silent)."""
+    with tempfile.TemporaryDirectory() as directory:
+        pruned.save_pretrained(directory)
+        try:
+            if use_ours:
+                return load_pretrained(type(pruned), directory)
+            return type(pruned).from_pretrained(directory).eval()
+        except ValueError as error:
+            return {"status": "refused", "at": "reload", "reason": f"{type(error).__name__}: {error}"[:200]}
 
 
 def _prune_zeroed(
@@ -974,7 +1039,8 @@ def _table(results: dict[str, dict[str, dict]]) -> str:
                 continue
             lines.append(
                 f"| {name} | {heads} | {r['status']} | {r['groups']} | {r['params_kept']:.2f} | "
-                f"{r['rel_error']:.1e} | {r['reload']} ({r['reload_rel_error']:.1e}) |"
+                f"{'—' if r['rel_error'] is None else format(r['rel_error'], '.1e')} | {r['reload']} "
+                f"({r['reload_rel_error']:.1e}) |"
             )
     return "\n".join(lines)
 
@@ -994,6 +1060,7 @@ def main(argv: list[str] | None = None) -> int:
             for suffix, one_left, rounds in (("", False, 1), (", one left", True, 1), (", twice", False, 2))
             for heads in ("heads", "head_dim")
         }
+        results[name]["width"] = check_width(name)
     print(_table(results))
     statuses = [r["status"] for modes in results.values() for r in modes.values()]
     summary = {
