@@ -1,5 +1,5 @@
-"""Pruning the residual width (``hidden_size``) of transformers models: widths modules store, a model
-wrapped in the user's own module, and constants a config derives from the width."""
+"""Pruning the residual width (``hidden_size``): widths modules store (transformers models and
+hand-written ones), a model wrapped in the user's own module, constants a config derives from the width."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from prunekit.graph import DependencyGraph
@@ -146,6 +147,44 @@ def test_hand_written_module_storing_its_width_prunes_saves_and_loads(tmp_path: 
     loaded = load_pruned(Routed, tmp_path)
     assert loaded.router.hidden_dim == 4
     torch.testing.assert_close(loaded(x), pruned(x))
+
+
+class NanoAttention(nn.Module):
+    """nanoGPT's attention: splits the fused qkv output by the residual width it stores, ``n_embd``."""
+
+    def __init__(self, n_embd: int = 32, n_head: int = 4) -> None:
+        super().__init__()
+        self.c_attn, self.c_proj = nn.Linear(n_embd, 3 * n_embd), nn.Linear(n_embd, n_embd)
+        self.n_head, self.n_embd = n_head, n_embd
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, c = x.size()
+        q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2)
+                   for z in self.c_attn(x).split(self.n_embd, dim=2))  # fmt: skip
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.c_proj(y.transpose(1, 2).reshape(b, t, c))
+
+
+class NanoGPT(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.wte, self.ln, self.attn = nn.Embedding(50, 32), nn.LayerNorm(32), NanoAttention()
+        self.mlp = nn.Sequential(nn.Linear(32, 64), nn.GELU(), nn.Linear(64, 32))
+        self.head = nn.Linear(32, 50)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        x = self.wte(idx)
+        x = x + self.attn(self.ln(x))
+        return self.head(x + self.mlp(x))
+
+
+def test_nano_gpt_splitting_by_its_stored_width_loses_width_and_heads_alike() -> None:
+    """Before, the check refused: ``split(self.n_embd)`` still cut 32-wide pieces."""
+    torch.manual_seed(0)
+    model, idx = NanoGPT().eval(), IDS
+    pruned = apply_plan(model, build_plan(model, DependencyGraph.build(model, idx), 0.5))
+    assert (pruned.attn.n_embd, pruned.attn.n_head, pruned.wte.embedding_dim) == (16, 2, 16)
+    assert pruned(idx).shape == (2, 7, 50) and model.attn.n_embd == 32
 
 
 class TwoWidths(nn.Module):
