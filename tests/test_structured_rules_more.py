@@ -445,6 +445,28 @@ def test_routed_experts_reshaping_by_a_stale_width_are_still_refused() -> None:
         apply_plan(model, PruningPlan(graph, {width.index: list(range(6))}))
 
 
+class LengthFromWidth(nn.Module):
+    """Returns rows of a table as many as its hidden width: a length (no channel) that pruning changes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(6, 8), nn.Linear(8, 2)
+        self.register_buffer("table", torch.randn(16, 3))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = torch.relu(self.fc1(x))
+        return self.fc2(hidden), self.table[: hidden.shape[1]]
+
+
+def test_a_length_changed_by_pruning_is_refused_where_it_reaches_the_outputs() -> None:
+    """Dims that hold no channel may differ inside the forward (routing), not in the outputs."""
+    model, x = LengthFromWidth().eval(), torch.randn(5, 6)
+    graph = DependencyGraph.build(model, x)
+    (hidden,) = graph.groups
+    with pytest.raises(ValueError, match=r"outputs have shapes \[\(5, 2\), \(4, 3\)\]"):
+        apply_plan(model, PruningPlan(graph, {hidden.index: [0, 1, 2, 3]}))
+
+
 @pytest.mark.parametrize(
     ("groups", "cin", "cout"),
     [(2, 4, 8), (2, 8, 4), (4, 4, 8), (4, 4, 4)],

@@ -98,17 +98,37 @@ def verify_pruned(pruned: nn.Module, trace: Trace, replay: Replay, expected: lis
             f"head count or head size, a split or flatten width); "
             f"{_fix(name, modules, Counter(modules.values()), reaching)}"
         ) from cause
-    _compare(trace, got, expected, replay)
+    if _compare(trace, got, expected, replay):
+        _check_outputs(trace, got, expected)
 
 
-def _compare(trace: Trace, got: Trace, expected: list[tuple[int, ...]], replay: Replay) -> None:
+def _check_outputs(trace: Trace, got: Trace, expected: list[tuple[int, ...]]) -> None:
+    """Where sizes that hold no channel changed inside the forward (tokens per expert), the model's
+    outputs must still have the shapes the plan predicts: a size computed from a stored number (a
+    sequence length) would change them."""
+    want = [expected[node] for node in trace.outputs]
+    have = [got.shapes[node] for node in got.outputs]
+    if want != have:
+        raise PrunedModelMismatchError(
+            f"the pruned model's outputs have shapes {have}, the plan predicts {want}: sizes that hold no "
+            "channel (token or position counts) changed inside the forward, and not only where values choose "
+            "them (tokens routed to an expert). The forward likely computes a length from a size it stores; "
+            "the model passed to apply_plan is unchanged (unless inplace=True). Fix: keep the module that "
+            "stores it out of pruning with ignore=[...], or check the pruned model yourself and pass "
+            "verify=False"
+        )
+
+
+def _compare(trace: Trace, got: Trace, expected: list[tuple[int, ...]], replay: Replay) -> bool:
     """Raise :class:`PrunedModelMismatchError` at the first op of ``got`` (the pruned model's trace,
     possibly cut short by a failure) whose shape or constants differ from ``trace``'s as the plan
-    predicts. After a module's ops stop lining up (a decomposition that depends on sizes, or a dim cut to
-    one), the ops matched by function are still compared: constants always, shapes where rank and the
-    lack of size-1 dims leave no other decomposition (a head count stored stale after another dim of the
-    module went down to one channel)."""
+    predicts; return whether some op differed only in dims that hold no channel (see
+    :func:`_only_positions_differ`). After a module's ops stop lining up (a decomposition that depends on
+    sizes, or a dim cut to one), the ops matched by function are still compared: constants always, shapes
+    where rank and the lack of size-1 dims leave no other decomposition (a head count stored stale after
+    another dim of the module went down to one channel)."""
     modules, classes = replay.modules, Counter(replay.modules.values())
+    tolerated = False
     for name, (before, after) in _by_module(trace, got).items():
         where, fix = _where(name, modules), partial(_fix, name, modules, classes)  # built on error only
         aligned = len(before)
@@ -117,8 +137,10 @@ def _compare(trace: Trace, got: Trace, expected: list[tuple[int, ...]], replay: 
                 aligned = index  # a matmul over one head): the rest is compared as below
                 break
             want, have = _first_shape(old, expected), _first_shape(new, got.shapes)
-            if want != have and not _only_positions_differ(old, want, have, replay):
-                raise _shape_error(old, new, f"op {index} of {where}", trace, got, expected, replay)
+            if want != have:
+                if not _only_positions_differ(old, want, have, replay):
+                    raise _shape_error(old, new, f"op {index} of {where}", trace, got, expected, replay)
+                tolerated = True
             _check_constants(old, new, trace, got, f"op {index} of {where}", fix)
             if _shrinks_to_one(want, _first_shape(old, trace.shapes)):
                 aligned = index + 1  # ops reading size-1 dims take other decompositions (einsum
@@ -133,8 +155,11 @@ def _compare(trace: Trace, got: Trace, expected: list[tuple[int, ...]], replay: 
                 _check_constants(old, new, trace, got, op, fix)
                 want, have = _first_shape(old, expected), _first_shape(new, got.shapes)
                 differ = want and have and want != have and len(want) == len(have) and 1 not in want
-                if differ and not _only_positions_differ(old, want, have, replay):
-                    raise _shape_error(old, new, op, trace, got, expected, replay)
+                if differ:
+                    if not _only_positions_differ(old, want, have, replay):
+                        raise _shape_error(old, new, op, trace, got, expected, replay)
+                    tolerated = True
+    return tolerated
 
 
 def _shape_error(
