@@ -118,11 +118,12 @@ def test_embedding_scale_derived_from_the_width_is_kept_and_the_reload_goes_by_l
 
 
 class Router(nn.Module):
-    """A hand-written router that stores its input width and reads it in the forward."""
+    """A hand-written router that stores its input width and reads it in the forward, and a length
+    that happens to equal the width."""
 
     def __init__(self, width: int, experts: int) -> None:
         super().__init__()
-        self.hidden_dim, self.num_experts = width, experts
+        self.hidden_dim, self.num_experts, self.context_size = width, experts, width
         self.weight = nn.Parameter(torch.randn(experts, width) / width**0.5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -143,6 +144,7 @@ def test_hand_written_module_storing_its_width_prunes_saves_and_loads(tmp_path: 
     model, x = Routed().eval(), torch.randn(5, 6)
     pruned = apply_plan(model, build_plan(model, DependencyGraph.build(model, x), 0.5))
     assert (pruned.router.hidden_dim, pruned.router.num_experts, model.router.hidden_dim) == (4, 2, 8)
+    assert pruned.router.context_size == 8  # a length by its name, whatever its value
     save_pruned(pruned, tmp_path)
     loaded = load_pruned(Routed, tmp_path)
     assert loaded.router.hidden_dim == 4

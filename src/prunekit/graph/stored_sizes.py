@@ -4,7 +4,7 @@
 Layers with a handler have their attributes rewritten from their tensors (:mod:`.modules`); attention
 bookkeeping is :func:`~.hf.update_attention`'s. Any other module may keep a width it was built with:
 read in its forward (Mixtral's router: ``x.view(-1, self.hidden_dim)``), or only there to be read
-later. Such an attribute is recognised by its name (``*_dim``, ``*_size``, ``*_features``,
+later. Such an attribute is recognised by its name (``*_dim``, ``hidden_size``, ``*_features``,
 ``*_channels``, ``*_width``, ``d_model``, ``num_experts`` …) and its value: it equals the old size of a
 tensor dim of the module or of its direct children, and every such dim of that size went to one new
 size. Where dims of that size went to different sizes, or some kept it, the attribute is left alone
@@ -24,14 +24,14 @@ from .modules import handler_for
 
 Shapes = Mapping[str, tuple[int, ...]]
 
+# widths by name: ``*_dim``, ``*_features``, ``*_channels``, ``*_width``, and ``*_size`` only after a
+# word that names a width (a ``context_size`` or ``window_size`` is a length, whatever its value)
 _SIZE_NAME = re.compile(
-    r"(^|_)(dim|size|features|channels|width|d_model|d_ff|d_inner|n_embd|n_inner)$|^num_(experts|features|channels)$"
+    r"(^|_)(dim|features|channels|width)$"
+    r"|^(hidden|embed|embedding|intermediate|ffn|ffn_hidden|inner|model|input|output|in|out|proj|mlp|expert"
+    r"|moe_intermediate|d)_size$"
+    r"|^(d_model|d_ff|d_inner|n_embd|n_inner|num_experts|num_features|num_channels)$"
 )
-# sizes that are not widths of a channel dim, whatever their value
-_NOT_WIDTHS = frozenset(
-    ("vocab_size", "patch_size", "window_size", "kernel_size", "image_size", "block_size", "chunk_size",
-     "batch_size", "pool_size", "stride_size", "conv_kernel_size", "num_buckets", "max_size", "sample_size")
-)  # fmt: skip
 _HEADS = frozenset((*_HEAD_DIM, *_NUM_HEADS, *_KV_HEADS, *_GROUPS, *_SCALE))  # never a tensor dim's width
 
 
@@ -41,9 +41,9 @@ def tensor_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
     return {name: tuple(tensor.shape) for name, tensor in named}
 
 
-def update_stored_sizes(model: nn.Module, before: Shapes) -> list[str]:
+def update_stored_sizes(model: nn.Module, before: Shapes) -> None:
     """Set the size attributes of ``model``'s modules from ``before`` (:func:`tensor_shapes` before
-    pruning) and the tensors' shapes now; returns ``"module.attribute"`` of each attribute changed."""
+    pruning) and the tensors' shapes now."""
     after = tensor_shapes(model)
     sizes: dict[str, dict[int, set[int]]] = defaultdict(lambda: defaultdict(set))  # module: old → new
     for name, old in before.items():
@@ -55,7 +55,7 @@ def update_stored_sizes(model: nn.Module, before: Shapes) -> list[str]:
         for scope in scopes:
             for was, now in zip(old, new, strict=True):
                 sizes[scope][was].add(now)
-    changed, attention = [], set(attention_modules(model))
+    attention = set(attention_modules(model))
     for name, module in model.named_modules():
         if name not in sizes or handler_for(module) is not None:
             continue
@@ -65,11 +65,9 @@ def update_stored_sizes(model: nn.Module, before: Shapes) -> list[str]:
             news = sizes[name].get(value, set())
             if len(news) == 1 and (new := next(iter(news))) != value:
                 setattr(module, attr, new)
-                changed.append(f"{name}.{attr}" if name else attr)
-    return changed
 
 
 def _is_width(attr: str, attention: bool) -> bool:
     """Whether ``attr`` names a width (an attention module's head bookkeeping is not this pass's)."""
-    named = bool(_SIZE_NAME.search(attr)) and attr not in _NOT_WIDTHS and attr not in _HEADS
+    named = bool(_SIZE_NAME.search(attr)) and attr not in _HEADS
     return named and not (attention and attr in _WIDTH)
