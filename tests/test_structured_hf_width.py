@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from prunekit.export import load_compressed, save_compressed
 from prunekit.graph import DependencyGraph
 from prunekit.graph.hf import load_pretrained
 from prunekit.graph.io import load_pruned, save_pruned
@@ -180,13 +181,21 @@ class NanoGPT(nn.Module):
         return self.head(x + self.mlp(x))
 
 
-def test_nano_gpt_splitting_by_its_stored_width_loses_width_and_heads_alike() -> None:
-    """Before, the check refused: ``split(self.n_embd)`` still cut 32-wide pieces."""
+def test_nano_gpt_splitting_by_its_stored_width_loses_width_and_heads_alike(tmp_path: Path) -> None:
+    """Before, the check refused: ``split(self.n_embd)`` still cut 32-wide pieces. ``load_pruned``
+    restores the head count too (before, it came back as 4 heads of 4 and computed something else), and
+    ``load_compressed`` loads it (before: refused, as head counts were not saved)."""
     torch.manual_seed(0)
     model, idx = NanoGPT().eval(), IDS
     pruned = apply_plan(model, build_plan(model, DependencyGraph.build(model, idx), 0.5))
     assert (pruned.attn.n_embd, pruned.attn.n_head, pruned.wte.embedding_dim) == (16, 2, 16)
     assert pruned(idx).shape == (2, 7, 50) and model.attn.n_embd == 32
+    save_pruned(pruned, tmp_path)
+    compressed = load_compressed(NanoGPT, save_compressed(pruned, tmp_path / "nano.st")).eval()
+    for loaded in (load_pruned(NanoGPT, tmp_path).eval(), compressed):
+        assert (loaded.attn.n_embd, loaded.attn.n_head) == (16, 2)
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(idx), pruned(idx))
 
 
 class TwoWidths(nn.Module):

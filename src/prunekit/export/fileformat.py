@@ -133,7 +133,8 @@ def load_compressed(model: nn.Module | Callable[[], nn.Module], path: str | os.P
     stored = {k: tuple(v["shape"]) for k, v in manifest["tensors"].items()}
     missing = sorted(expected.keys() - stored.keys())
     unexpected = sorted(stored.keys() - expected.keys())
-    wrong = resize_problems(model, stored) if not (missing or unexpected) else []
+    layers = manifest.get("layers", {})
+    wrong = resize_problems(model, stored, layers) if not (missing or unexpected) else []
     if missing or unexpected or wrong:
         raise ArchitectureMismatchError(
             f"{str(path)!r} does not fit {type(model).__name__}: missing {missing[:5]}, unexpected "
@@ -141,7 +142,7 @@ def load_compressed(model: nn.Module | Callable[[], nn.Module], path: str | os.P
             f"was saved from (read_manifest(path) lists every tensor's shape)"
         )
     resize_to_shapes(model, stored)
-    set_layer_sizes(model, manifest.get("layers", {}))
+    set_layer_sizes(model, layers)
     model.load_state_dict(read_compressed(path))
     return model
 

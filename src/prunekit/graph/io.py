@@ -1,13 +1,13 @@
 """Save a pruned model without pickle and load it back into its original architecture.
 
 ``save_pruned`` writes ``weights.safetensors`` and ``manifest.json`` (the shape of every parameter and
-buffer, and the size attributes no tensor records: an ``InstanceNorm2d(affine=False)``'s
-``num_features``, an ``nn.Unflatten``'s ``unflattened_size``). ``load_pruned`` builds the original
-model (a module instance, or a class / factory called without arguments), gives every tensor the
-manifest's shape, updates module attributes through the module handlers, sets the saved size
-attributes, then loads the weights. :func:`resize_to_shapes` and :func:`resize_problems` are shared
-with :func:`prunekit.export.load_compressed` and :func:`prunekit.graph.hf.load_pretrained`, the size
-attributes (:func:`layer_sizes`) with the first.
+buffer, and the attributes no tensor records: an ``InstanceNorm2d(affine=False)``'s ``num_features``, an
+``nn.Unflatten``'s ``unflattened_size``, an attention module's head count, a stored width).
+``load_pruned`` builds the original model (a module instance, or a class / factory called without
+arguments), gives every tensor the manifest's shape, updates module attributes through the module
+handlers, sets the saved attributes, then loads the weights. :func:`resize_to_shapes` and
+:func:`resize_problems` are shared with :func:`prunekit.export.load_compressed` and
+:func:`prunekit.graph.hf.load_pretrained`, the saved attributes (:func:`layer_sizes`) with the first.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from torch import nn
 from ..checkpoints import load_weights, save_weights
 from .hf import attention_modules
 from .modules import handler_for, parametrized_module, update_attributes
-from .stored_sizes import tensor_shapes, update_stored_sizes
+from .stored_sizes import stored_numbers, tensor_shapes, update_stored_sizes
 
 FORMAT = "prunekit-structured/1"
 
@@ -59,14 +59,20 @@ def load_pruned(model: nn.Module | Callable[[], nn.Module], directory: str | os.
     return load_weights(model, directory / "weights.safetensors")
 
 
-def resize_problems(model: nn.Module, shapes: Mapping[str, tuple[int, ...]]) -> list[str]:
+def resize_problems(
+    model: nn.Module,
+    shapes: Mapping[str, tuple[int, ...]],
+    layers: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[str]:
     """Why ``model`` cannot be resized to ``shapes`` (empty when it can), one line per tensor.
 
     A tensor keeps its number of dims and can only shrink, along the channel dims its module handler
     names (any dim longer than one for a module without a handler, as structured pruning slices it);
-    an attention module's projections cannot change here (their head bookkeeping is not in ``shapes``).
+    an attention module's projections change only where ``layers`` (:func:`layer_sizes`) holds its head
+    bookkeeping (a file written before it was saved has none).
     """
-    attention = [f"{name}." for name in attention_modules(model)]
+    saved = layers or {}
+    attention = [f"{name}." for name in attention_modules(model) if not saved.get(name)]
     problems = []
     for module_name, module in model.named_modules():
         prefix = f"{module_name}." if module_name else ""
@@ -119,12 +125,16 @@ def resize_to_shapes(model: nn.Module, shapes: Mapping[str, tuple[int, ...]]) ->
 
 
 def layer_sizes(model: nn.Module) -> dict[str, dict[str, Any]]:
-    """Module name → its size attributes that no tensor records (the handler's ``sizes``), JSON-ready."""
+    """Module name → the attributes no tensor records, JSON-ready: its handler's ``sizes`` and the
+    numbers pruning rewrote (head counts, head sizes, stored widths, scales: see
+    :func:`~.stored_sizes.stored_numbers`)."""
     out = {}
     for name, module in model.named_modules():
         handler = handler_for(module)
-        if handler is not None and handler.sizes:
-            out[name] = {a: _plain(getattr(module, a)) for a in handler.sizes}
+        values = {a: _plain(getattr(module, a)) for a in handler.sizes} if handler is not None else {}
+        values |= stored_numbers(module)
+        if values:
+            out[name] = values
     return out
 
 

@@ -13,6 +13,7 @@ size. Where dims of that size went to different sizes, or some kept it, the attr
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 from collections.abc import Mapping
@@ -65,6 +66,13 @@ def update_stored_sizes(model: nn.Module, before: Shapes) -> None:
             news = sizes[name].get(value, set())
             if len(news) == 1 and (new := next(iter(news))) != value:
                 setattr(module, attr, new)
+
+
+def stored_numbers(module: nn.Module) -> dict[str, int | float]:
+    """The numbers of ``module`` that pruning may rewrite: widths (by the names above) and attention
+    bookkeeping (head counts and sizes, query widths, scales), by attribute name."""
+    names = (a for a, v in vars(module).items() if type(v) in (int, float) and math.isfinite(v))
+    return {a: getattr(module, a) for a in names if a in _HEADS or a in _WIDTH or _is_width(a, False)}
 
 
 def _is_width(attr: str, attention: bool) -> bool:
