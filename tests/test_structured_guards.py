@@ -493,3 +493,37 @@ def test_a_stale_head_count_is_caught_after_another_dim_went_down_to_one() -> No
     (heads,) = [g for g in graph.groups if "q" in g.modules()]
     with pytest.raises(PrunedModelMismatchError, match=r"aten\.view\.default, gives shape \(2, 5, 4, 2\)"):
         apply_plan(model, PruningPlan(graph, {ffn.index: list(range(1, 8)), heads.index: [1, 2]}))
+
+
+class ClosureBlock(nn.Module):
+    """minGPT's block: ``self.mlpf`` is a lambda made in ``__init__`` over the MLP modules, which a
+    deep copy keeps pointing at the original model's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp, self.head = nn.Linear(6, 8), nn.Linear(8, 3)
+        self.mlp = nn.ModuleDict({"c_fc": nn.Linear(8, 16), "c_proj": nn.Linear(16, 8)})
+        m = self.mlp
+        self.mlpf = lambda x: m.c_proj(torch.relu(m.c_fc(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.inp(x)
+        return self.head(x + self.mlpf(x))
+
+
+def test_a_copy_whose_forward_reaches_the_original_weights_is_refused_and_inplace_prunes() -> None:
+    """Before, the pruned copy passed the check and computed exactly what the unpruned model does."""
+    torch.manual_seed(0)
+    model, x = ClosureBlock().eval(), torch.randn(5, 6)
+    graph = DependencyGraph.build(model, x)
+    hidden = [g for g in graph.groups if g.size == 16]
+    with pytest.raises(PrunedModelMismatchError, match=r"original model's 'mlp\.c_fc\.weight'.*inplace=True"):
+        apply_plan(model, PruningPlan(graph, {hidden[0].index: list(range(8))}))
+    assert model.mlp.c_fc.out_features == 16
+    with torch.no_grad():
+        model.mlp.c_fc.weight[:8] = 0
+        model.mlp.c_fc.bias[:8] = 0
+        expected = model(x)
+    pruned = apply_plan(model, PruningPlan(graph, {hidden[0].index: list(range(8))}), inplace=True)
+    assert pruned is model and model.mlp.c_fc.out_features == 8
+    assert_exact(pruned, lambda _: expected, x)

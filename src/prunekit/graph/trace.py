@@ -56,8 +56,9 @@ class Op:
 class Trace:
     """The ops of one forward, the shape of every tensor node and where the leaves came from.
 
-    ``sources`` maps node → ``("param" | "buffer" | "input" | "constant", name)``; ``scalars`` holds
-    the value of every one-element constant (e.g. ``torch.tensor(q.size(-1))`` in an attention scale);
+    ``sources`` maps node → ``("param" | "buffer" | "input" | "constant" | "foreign", name)``;
+    ``scalars`` holds the value of every one-element constant (e.g. ``torch.tensor(q.size(-1))`` in an
+    attention scale);
     ``layouts`` the ``(strides, storage offset)`` of every tensor an ``as_strided`` restrides;
     ``module_inputs`` / ``module_outputs`` the node of each module's first positional tensor input and
     of its tensor output (first call; absent when they are not tensors); ``itemsizes`` the element size
@@ -151,11 +152,15 @@ def _refs(value: Any, ref: Callable[[Any], Any]) -> Any:
     return ref(value)
 
 
-def trace_model(model: nn.Module, example_inputs: ExampleInputs) -> Trace:
+def trace_model(
+    model: nn.Module, example_inputs: ExampleInputs, foreign: Mapping[str, torch.Tensor] | None = None
+) -> Trace:
     """Run ``model`` once (eval mode, no grad) on ``example_inputs`` and record every ATen op.
 
     ``example_inputs`` is a tensor, a tuple of positional inputs or a mapping of keyword inputs.
     Outputs may be tensors or any nesting of tuples, lists, dicts and dataclasses of them.
+    ``foreign``: tensors of another model by name, recorded as ``("foreign", name)`` sources where
+    ``model`` does not hold them itself (a closure that reaches into the other model).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -169,6 +174,9 @@ def trace_model(model: nn.Module, example_inputs: ExampleInputs) -> Trace:
     for leaf in _leaves((args, kwargs)):
         if id(leaf) not in recorder.nodes:
             recorder.add(leaf, ("input", ""))
+    for name, tensor in (foreign or {}).items():
+        if id(tensor) not in recorder.nodes:
+            recorder.add(tensor, ("foreign", name))
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:

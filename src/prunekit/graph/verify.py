@@ -20,6 +20,7 @@ from difflib import SequenceMatcher
 from functools import partial
 
 import numpy as np
+import torch
 from torch import nn
 
 from .trace import ExampleInputs, ForwardError, Op, Ref, Trace, trace_model
@@ -72,17 +73,25 @@ def expected_shapes(
     return shapes
 
 
-def verify_pruned(pruned: nn.Module, trace: Trace, replay: Replay, expected: list[tuple[int, ...]]) -> None:
-    """Trace ``pruned`` on the example inputs; raise :class:`PrunedModelMismatchError` if it fails, or
-    at the first op whose output shape or constants differ from ``expected`` (see
+def verify_pruned(
+    pruned: nn.Module,
+    trace: Trace,
+    replay: Replay,
+    expected: list[tuple[int, ...]],
+    original: Mapping[str, torch.Tensor] | None = None,
+) -> None:
+    """Trace ``pruned`` on the example inputs; raise :class:`PrunedModelMismatchError` if it fails, if
+    it computes with a tensor of ``original`` (the unpruned model's parameters, where ``pruned`` is a
+    copy), or at the first op whose output shape or constants differ from ``expected`` (see
     :func:`expected_shapes`), as :func:`_compare` lines the ops up. Where the forward fails, the ops it
     ran are compared first: the first that went wrong is named rather than the one that failed."""
     modules = replay.modules
     try:
-        got = trace_model(pruned, replay.example_inputs)  # eval mode, no grad
+        got = trace_model(pruned, replay.example_inputs, original)  # eval mode, no grad
     except ForwardError as error:  # the user's forward failed on the pruned model: say where it came from
         cause = error.__cause__ or error
         if error.trace is not None:  # an op before the failure that already computed another shape
+            _check_own_weights(error.trace, modules)
             try:  # is where the forward went wrong (Res2Net's split by a stored width fails a conv later)
                 _compare(trace, error.trace, expected, replay)
             except PrunedModelMismatchError as mismatch:
@@ -98,8 +107,31 @@ def verify_pruned(pruned: nn.Module, trace: Trace, replay: Replay, expected: lis
             f"head count or head size, a split or flatten width); "
             f"{_fix(name, modules, Counter(modules.values()), reaching)}"
         ) from cause
+    _check_own_weights(got, modules)
     if _compare(trace, got, expected, replay):
         _check_outputs(trace, got, expected)
+
+
+def _check_own_weights(got: Trace, modules: Mapping[str, str]) -> None:
+    """Refuse a pruned copy whose forward computes with the original model's tensors (a lambda or closure
+    made in ``__init__`` over a submodule: ``copy.deepcopy`` keeps it pointing at the original)."""
+    foreign = {node: name for node, (kind, name) in got.sources.items() if kind == "foreign"}
+    for op in got.ops:
+        used = next((a.node for a in _flat_args(op) if isinstance(a, Ref) and a.node in foreign), None)
+        if used is not None:
+            raise PrunedModelMismatchError(
+                f"the pruned model computes with the original model's {foreign[used]!r} (aten."
+                f"{op.func.__name__} in {_where(op.module, modules)}): its forward reaches that layer "
+                "through a reference the copy does not follow, such as a lambda or closure over a submodule "
+                "made in __init__, so it would compute with the unpruned weights. The model passed to "
+                "apply_plan is unchanged. Fix: pass inplace=True (the closure then reaches the pruned "
+                "layer), or call the submodule through self in the forward"
+            )
+
+
+def _flat_args(op: Op) -> list[object]:
+    values = [*op.args, *op.kwargs.values()]
+    return [a for v in values for a in (v if isinstance(v, (list, tuple)) else (v,))]
 
 
 def _check_outputs(trace: Trace, got: Trace, expected: list[tuple[int, ...]]) -> None:
