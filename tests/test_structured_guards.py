@@ -527,3 +527,31 @@ def test_a_copy_whose_forward_reaches_the_original_weights_is_refused_and_inplac
     pruned = apply_plan(model, PruningPlan(graph, {hidden[0].index: list(range(8))}), inplace=True)
     assert pruned is model and model.mlp.c_fc.out_features == 8
     assert_exact(pruned, lambda _: expected, x)
+
+
+class ShortcutIfWidthsMatch(nn.Module):
+    """Adds the shortcut only where both widths agree: 16 and 15 here, so the trace has no add."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp, self.conv, self.fc = nn.Conv2d(3, 16, 3, 1, 1), nn.Conv2d(16, 15, 3, 1, 1), nn.Linear(15, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.inp(x))
+        y = F.relu(self.conv(x))
+        if y.shape[1] == x.shape[1]:
+            y = y + x
+        return self.fc(y.mean((2, 3)))
+
+
+def test_a_branch_taken_once_pruned_widths_agree_is_refused() -> None:
+    """Pruning 16 → 8 and 15 → 8 makes the forward add a shortcut the trace never saw: before, the check
+    passed and the outputs were those of another network (rel. error ~0.8)."""
+    torch.manual_seed(0)
+    model, x = ShortcutIfWidthsMatch().eval(), torch.randn(2, 3, 8, 8)
+    graph = DependencyGraph.build(model, x)
+    wide, narrow = sorted((g for g in graph.groups if g.size in (15, 16)), key=lambda g: -g.size)
+    plan = PruningPlan(graph, {wide.index: list(range(8)), narrow.index: list(range(7))})
+    with pytest.raises(PrunedModelMismatchError, match=r"another path .*aten\.add\.Tensor where the"):
+        apply_plan(model, plan)
+    assert apply_plan(model, PruningPlan(graph, {wide.index: list(range(8))})).conv.out_channels == 15

@@ -260,8 +260,7 @@ def apply_plan(model: nn.Module, plan: PruningPlan, inplace: bool = False, verif
     update_stored_sizes(target, shapes_before)
     update_model(target, plan.graph.heads, widths_before)
     if verify and replay is not None:
-        original = None if inplace else dict(model.named_parameters())
-        verify_pruned(target, plan.graph.trace, replay, expected, original)
+        verify_pruned(target, plan.graph.trace, replay, expected, None if inplace else model)
     return target
 
 

@@ -18,9 +18,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 from functools import partial
+from itertools import zip_longest
 
 import numpy as np
-import torch
 from torch import nn
 
 from .trace import ExampleInputs, ForwardError, Op, Ref, Trace, trace_model
@@ -78,16 +78,18 @@ def verify_pruned(
     trace: Trace,
     replay: Replay,
     expected: list[tuple[int, ...]],
-    original: Mapping[str, torch.Tensor] | None = None,
+    original: nn.Module | None = None,
 ) -> None:
     """Trace ``pruned`` on the example inputs; raise :class:`PrunedModelMismatchError` if it fails, if
-    it computes with a tensor of ``original`` (the unpruned model's parameters, where ``pruned`` is a
-    copy), or at the first op whose output shape or constants differ from ``expected`` (see
-    :func:`expected_shapes`), as :func:`_compare` lines the ops up. Where the forward fails, the ops it
-    ran are compared first: the first that went wrong is named rather than the one that failed."""
+    it computes with a parameter of ``original`` (the unpruned model, where ``pruned`` is a copy), at the
+    first op whose output shape or constants differ from ``expected`` (see :func:`expected_shapes`), as
+    :func:`_compare` lines the ops up, or where a module runs other ops (:func:`_check_same_path`). Where
+    the forward fails, the ops it ran are compared first: the first that went wrong is named rather than
+    the one that failed."""
     modules = replay.modules
+    foreign = None if original is None else dict(original.named_parameters())
     try:
-        got = trace_model(pruned, replay.example_inputs, original)  # eval mode, no grad
+        got = trace_model(pruned, replay.example_inputs, foreign)  # eval mode, no grad
     except ForwardError as error:  # the user's forward failed on the pruned model: say where it came from
         cause = error.__cause__ or error
         if error.trace is not None:  # an op before the failure that already computed another shape
@@ -110,6 +112,54 @@ def verify_pruned(
     _check_own_weights(got, modules)
     if _compare(trace, got, expected, replay):
         _check_outputs(trace, got, expected)
+    else:
+        _check_same_path(trace, got, expected, modules, original, replay.example_inputs)
+
+
+def _check_same_path(
+    trace: Trace,
+    got: Trace,
+    expected: list[tuple[int, ...]],
+    modules: Mapping[str, str],
+    original: nn.Module | None,
+    example_inputs: ExampleInputs,
+) -> None:
+    """Every module of the pruned model must run the ops it ran before, in order: a forward that
+    branches on sizes pruning changed (``if y.shape[1] == x.shape[1]: y = y + x``) computes something
+    else. Not checked where values choose the path (``nonzero``), nor where a dim went down to one
+    channel (ATen decomposes other ways, contiguity changes). A module that differs is compared once
+    more with a second run of ``original`` (a cache filled or weights rescaled on the first call, as
+    LeViT and RWKV do, is a path of the first call only); without ``original`` (``inplace``) it passes."""
+    differ = {
+        name: (before, after)
+        for name, (before, after) in _by_module(trace, got).items()
+        if [op.func for op in before] != [op.func for op in after]
+    }
+    if not differ or original is None or any(op.name in _DATA_DEPENDENT for op in trace.ops):
+        return
+    if any(_shrinks_to_one(expected[node], trace.shapes[node]) for node in range(len(trace.shapes))):
+        return
+    again = _by_module(trace_model(original, example_inputs), got)
+    differ = {
+        name: again[name]
+        for name in differ
+        if [o.func for o in again[name][0]] != [o.func for o in again[name][1]]
+    }
+    for name, (before, after) in differ.items():
+        index, (old, new) = next(
+            (i, pair)
+            for i, pair in enumerate(zip_longest(before, after))
+            if None in pair or pair[0].func != pair[1].func
+        )
+        ran = "nothing" if new is None else f"aten.{new.func.__name__}"
+        was = "nothing" if old is None else f"aten.{old.func.__name__}"
+        raise PrunedModelMismatchError(
+            f"the pruned model takes another path in {_where(name, modules)}: its op {index} is {ran} where "
+            f"the original ran {was}. The forward likely branches on a size that pruning changed (such as "
+            "`if y.shape[1] == x.shape[1]: y = y + x` once two widths became equal); the model passed to "
+            "apply_plan is unchanged (unless inplace=True). Fix: keep the layers whose widths it compares "
+            "whole with ignore=[...], or choose other channel counts (round_to, per-module ratios)"
+        )
 
 
 def _check_own_weights(got: Trace, modules: Mapping[str, str]) -> None:
