@@ -17,6 +17,7 @@ from prunekit.graph.hf import load_pretrained
 from prunekit.graph.io import load_pruned, save_pruned
 from prunekit.graph.verify import PrunedModelMismatchError
 from prunekit.plan import PruningPlan, apply_plan, build_plan
+from test_structured_exact import assert_exact, exact_groups, prune_zeroed
 from test_structured_hf import _unit_weights
 
 tf = pytest.importorskip("transformers")
@@ -219,3 +220,86 @@ def test_stored_width_matching_dims_pruned_to_different_sizes_is_left_for_the_ch
     with pytest.raises(PrunedModelMismatchError, match="the pruned model"):
         apply_plan(model, PruningPlan(graph, {a.index: [0, 1], b.index: [0, 1, 2, 3]}))
     assert model.width == 8
+
+
+class SqueezeExcite(nn.Module):
+    """An SE block that stores its width and reads it in views; its layers sit in an ``nn.Sequential``."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.channels = channels
+        self.fc = nn.Sequential(nn.Linear(channels, 4), nn.ReLU(), nn.Linear(4, channels), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate = self.fc(x.mean((2, 3)).view(x.shape[0], self.channels))
+        return x * gate.view(x.shape[0], self.channels, 1, 1)
+
+
+class Res2Split(nn.Module):
+    """Res2Net's split: ``torch.split(out, self.width, 1)`` and a ``ModuleList`` of per-split convs."""
+
+    def __init__(self, width: int = 4, scale: int = 3) -> None:
+        super().__init__()
+        self.width, self.scale = width, scale
+        self.conv1 = nn.Conv2d(8, width * scale, 1)
+        self.convs = nn.ModuleList(nn.Conv2d(width, width, 3, 1, 1) for _ in range(scale - 1))
+        self.conv3 = nn.Conv2d(width * scale, 8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = torch.split(torch.relu(self.conv1(x)), self.width, 1)
+        outs, sp = [], parts[0]
+        for i, conv in enumerate(self.convs):
+            sp = torch.relu(conv(sp if i == 0 else sp + parts[i]))
+            outs.append(sp)
+        return self.conv3(torch.cat([*outs, parts[-1]], 1)) + x
+
+
+class StoredWidthNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.se, self.res2, self.fc = (
+            nn.Conv2d(3, 8, 3, 1, 1),
+            SqueezeExcite(8),
+            Res2Split(),
+            nn.Linear(8, 3),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.res2(self.se(torch.relu(self.stem(x)))).mean((2, 3)))
+
+
+def test_widths_stored_beside_layers_in_containers_follow_and_the_prune_is_exact() -> None:
+    """Before, the check refused both: the SE block's ``channels`` and Res2Net's ``width`` stayed."""
+    torch.manual_seed(0)
+    model, x = StoredWidthNet().eval(), torch.randn(2, 3, 8, 8)
+    graph = DependencyGraph.build(model, x)
+    pruned, zeroed, _ = prune_zeroed(
+        model, graph, exact_groups(model, graph), torch.Generator().manual_seed(0)
+    )
+    assert_exact(pruned, zeroed, x)
+    assert pruned.se.channels == pruned.stem.out_channels < 8
+    assert pruned.res2.width == pruned.res2.convs[0].out_channels < 4
+
+
+class OwnLayerNorm(nn.Module):
+    """ConvNeXt's channels-last LayerNorm: ``self.normalized_shape = (C,)`` beside its weight."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(torch.ones(channels)), nn.Parameter(torch.zeros(channels))
+        self.normalized_shape = (channels,)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, 1e-6)
+
+
+def test_a_layer_norm_of_its_own_gets_its_normalized_shape_and_reloads(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), OwnLayerNorm(8), nn.Linear(8, 3)).eval()
+    x = torch.randn(4, 6)
+    pruned = apply_plan(model, build_plan(model, DependencyGraph.build(model, x), 0.5))
+    assert pruned[1].normalized_shape == (4,) and model[1].normalized_shape == (8,)
+    save_pruned(pruned, tmp_path)
+    loaded = load_pruned(lambda: nn.Sequential(nn.Linear(6, 8), OwnLayerNorm(8), nn.Linear(8, 3)), tmp_path)
+    assert loaded[1].normalized_shape == (4,)
+    torch.testing.assert_close(loaded(x), pruned(x))

@@ -33,6 +33,7 @@ _SIZE_NAME = re.compile(
     r"|moe_intermediate|d)_size$"
     r"|^(d_model|d_ff|d_inner|n_embd|n_inner|num_experts|num_features|num_channels)$"
 )
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 _HEADS = frozenset((*_HEAD_DIM, *_NUM_HEADS, *_KV_HEADS, *_GROUPS, *_SCALE))  # never a tensor dim's width
 
 
@@ -45,27 +46,42 @@ def tensor_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
 def update_stored_sizes(model: nn.Module, before: Shapes) -> None:
     """Set the size attributes of ``model``'s modules from ``before`` (:func:`tensor_shapes` before
     pruning) and the tensors' shapes now."""
-    after = tensor_shapes(model)
+    after, modules = tensor_shapes(model), dict(model.named_modules())
     sizes: dict[str, dict[int, set[int]]] = defaultdict(lambda: defaultdict(set))  # module: old → new
     for name, old in before.items():
         new = after.get(name)
         if new is None or len(new) != len(old):
             continue
-        owner = name.rpartition(".")[0]
-        scopes = (owner, owner.rpartition(".")[0]) if owner else (owner,)  # the module and its parent
-        for scope in scopes:
+        for scope in _scopes(name.rpartition(".")[0], modules):
             for was, now in zip(old, new, strict=True):
                 sizes[scope][was].add(now)
     attention = set(attention_modules(model))
-    for name, module in model.named_modules():
+    for name, module in modules.items():
         if name not in sizes or handler_for(module) is not None:
             continue
         for attr, value in list(vars(module).items()):
-            if type(value) is not int or value < 2 or not _is_width(attr, name in attention):
-                continue
-            news = sizes[name].get(value, set())
-            if len(news) == 1 and (new := next(iter(news))) != value:
-                setattr(module, attr, new)
+            if attr == "normalized_shape" and isinstance(value, tuple) and value:  # a LayerNorm of its own
+                news = [sizes[name].get(v, set()) if type(v) is int else set() for v in value]
+                if all(len(n) == 1 for n in news):
+                    setattr(module, attr, tuple(next(iter(n)) for n in news))
+            elif type(value) is int and value > 1 and _is_width(attr, name in attention):
+                news = sizes[name].get(value, set())
+                if len(news) == 1:
+                    setattr(module, attr, next(iter(news)))
+
+
+def _scopes(owner: str, modules: Mapping[str, nn.Module]) -> list[str]:
+    """The modules whose stored sizes a tensor of ``owner`` speaks for: ``owner``, its parent, and on up
+    while the module reached is a container (``nn.Sequential``, ``nn.ModuleList``, ``nn.ModuleDict``: an
+    SE block's ``self.fc = nn.Sequential(...)``, Res2Net's ``self.convs``)."""
+    scopes = [owner]
+    while scopes[-1]:
+        parent = scopes[-1].rpartition(".")[0]
+        scopes.append(parent)
+        if len(scopes) > 2 and not isinstance(modules.get(scopes[-2]), _CONTAINERS):
+            scopes.pop()
+            break
+    return scopes
 
 
 def stored_numbers(module: nn.Module) -> dict[str, int | float]:
