@@ -346,6 +346,13 @@ def test_ops_moving_values_along_time_keep_channels_prunable(op: Op) -> None:
     _assert_a_prunes_exactly(op)
 
 
+def _zero_channels(y: torch.Tensor, channels: torch.Tensor) -> torch.Tensor:
+    """``y[..., channels] = 0`` (``aten.index_put_`` along the channel dim)."""
+    y = y.clone()
+    y[..., channels] = 0.0
+    return y
+
+
 @pytest.mark.parametrize(
     "op",
     [
@@ -353,8 +360,9 @@ def test_ops_moving_values_along_time_keep_channels_prunable(op: Op) -> None:
         lambda y: y.sort(-1).values,
         lambda y: torch.fft.fft(torch.fft.fft(y, dim=-1), dim=-2).real,  # FNet's token mixing
         lambda y: y.tril(),
+        lambda y: _zero_channels(y, torch.tensor([1, 3])),
     ],
-    ids=["flip", "sort", "fft_fnet", "tril"],
+    ids=["flip", "sort", "fft_fnet", "tril", "index_put"],
 )
 def test_ops_moving_values_along_channels_keep_them_whole(op: Op) -> None:
     model = Through(nn.Linear(6, 8), op, nn.Linear(8, 3)).eval()
@@ -388,6 +396,32 @@ def test_index_add_of_routed_experts_prunes_their_widths_exactly() -> None:
     experts = [g for g in graph.groups if all(m.startswith("experts.") for m in g.modules())]
     assert [g.size for g in experts] == [12, 12, 12]  # each expert's hidden width (before: refused)
     pruned, zeroed, _ = prune_zeroed(model, graph, experts, torch.Generator().manual_seed(0))
+    assert_exact(pruned, zeroed, x)
+
+
+class SwitchExperts(RoutedExperts):
+    """Switch-style dispatch: each expert's tokens selected by a mask and written back with
+    ``out[mask] = expert(x[mask])`` (``aten.index_put_``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.inp(x)
+        chosen = self.gate(x).argmax(-1)
+        out = torch.zeros_like(x)
+        for i, expert in enumerate(self.experts):
+            mask = chosen == i
+            out[mask] = expert(x[mask])
+        return self.out(out)
+
+
+def test_index_put_of_switch_experts_prunes_their_widths_exactly() -> None:
+    """Before, the graph refused ``aten.index_put_``."""
+    model, x = SwitchExperts().eval(), torch.randn(10, 6)
+    graph = DependencyGraph.build(model, x)
+    experts = [g for g in graph.groups if all(m.startswith("experts.") for m in g.modules())]
+    assert [g.size for g in experts] == [12, 12, 12]
+    (width,) = [g for g in graph.groups if "gate" in g.modules()]
+    assert width.size == 8 and "experts.0.2" in width.modules()  # the written-back width joins x's
+    pruned, zeroed, _ = prune_zeroed(model, graph, [*experts, width], torch.Generator().manual_seed(0))
     assert_exact(pruned, zeroed, x)
 
 

@@ -77,6 +77,7 @@ def _register() -> None:
     register_op_rule("slice", shape.slice_)
     register_op_rule("select", shape.select)
     register_op_rule("index", shape.index)
+    register_op_rule("index_put", shape.index_put)
     register_op_rule("index_select", shape.index_select)
     register_op_rule("index_add", shape.index_add)
     register_op_rule("roll", shape.roll)

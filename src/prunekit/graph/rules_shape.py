@@ -300,6 +300,41 @@ def _index_spans(ctx: Context, x: Ref, indices: list[Ref | None], out_rank: int)
     return spans
 
 
+def index_put(ctx: Context, op: Op) -> list[Labels]:
+    """``x[i] = values`` / ``x[mask] = values`` (``aten.index_put``; a Switch-style mixture of experts
+    writing each expert's tokens back): the indexed dims and the index tensors are pinned (positions);
+    the dims not indexed keep ``x``'s labels, and ``values``, broadcast from the right onto ``x[i]``'s
+    layout (the index result in place of adjacent indexed dims, else first, as for :func:`index`), joins
+    them where sizes agree. Index tensors of rank ≥ 2 (whose layout a mask would change) pin
+    everything."""
+    x, indices, values = op.args[0], list(arg(op, "indices")), arg(op, "values")
+    labels = ctx.of(x)
+    if any(i is not None and len(ctx.shape(i)) != 1 for i in indices):
+        return pinned(ctx, op)
+    layout: list[np.ndarray | None] = []  # x[indices]'s dims: x's labels, None for the index result
+    positions = [k for k, entry in enumerate(indices) if entry is not None]
+    for k, entry in enumerate(indices):
+        if entry is None:
+            layout.append(labels[k])
+        else:
+            ctx.uf.pin(labels[k])
+            for vec in ctx.of(entry):
+                ctx.uf.pin(vec)
+    adjacent = bool(positions) and positions[-1] - positions[0] == len(positions) - 1
+    result_at = positions[0] if adjacent else 0
+    layout.insert(result_at, None)
+    layout += labels[len(indices) :]
+    source = ctx.of(values) if isinstance(values, Ref) else []
+    for vec, target in zip(reversed(source), reversed(layout), strict=False):
+        if target is not None and len(vec) == len(target):
+            ctx.uf.union(vec, target)
+        else:
+            ctx.uf.pin(vec)
+    for vec in source[: max(len(source) - len(layout), 0)]:
+        ctx.uf.pin(vec)
+    return [list(labels)]
+
+
 def index_select(ctx: Context, op: Op) -> list[Labels]:
     """``x.index_select(dim, index)``: hard-coded positions, so ``dim`` and the index are pinned; the
     other dims pass."""
