@@ -13,6 +13,7 @@ size. Where dims of that size went to different sizes, or some kept it, the attr
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import defaultdict
@@ -46,28 +47,40 @@ def tensor_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
 def update_stored_sizes(model: nn.Module, before: Shapes) -> None:
     """Set the size attributes of ``model``'s modules from ``before`` (:func:`tensor_shapes` before
     pruning) and the tensors' shapes now."""
-    after, modules = tensor_shapes(model), dict(model.named_modules())
+    modules, attention = dict(model.named_modules()), set(attention_modules(model))
+    stored = {name: found for name, m in modules.items() if (found := _stored_widths(m, name in attention))}
+    stored = {name: found for name, found in stored.items() if handler_for(modules[name]) is None}
+    if not stored:
+        return
+    after = tensor_shapes(model)
     sizes: dict[str, dict[int, set[int]]] = defaultdict(lambda: defaultdict(set))  # module: old → new
     for name, old in before.items():
         new = after.get(name)
         if new is None or len(new) != len(old):
             continue
         for scope in _scopes(name.rpartition(".")[0], modules):
-            for was, now in zip(old, new, strict=True):
-                sizes[scope][was].add(now)
-    attention = set(attention_modules(model))
-    for name, module in modules.items():
-        if name not in sizes or handler_for(module) is not None:
-            continue
-        for attr, value in list(vars(module).items()):
-            if attr == "normalized_shape" and isinstance(value, tuple) and value:  # a LayerNorm of its own
-                news = [sizes[name].get(v, set()) if type(v) is int else set() for v in value]
-                if all(len(n) == 1 for n in news):
-                    setattr(module, attr, tuple(next(iter(n)) for n in news))
-            elif type(value) is int and value > 1 and _is_width(attr, name in attention):
-                news = sizes[name].get(value, set())
-                if len(news) == 1:
-                    setattr(module, attr, next(iter(news)))
+            if scope in stored:
+                for was, now in zip(old, new, strict=True):
+                    sizes[scope][was].add(now)
+    for name, found in stored.items():
+        for attr, value in found.items():
+            values = value if isinstance(value, tuple) else (value,)
+            news = [sizes[name].get(v, set()) for v in values]
+            if all(len(n) == 1 for n in news):
+                new_values = tuple(next(iter(n)) for n in news)
+                setattr(modules[name], attr, new_values if isinstance(value, tuple) else new_values[0])
+
+
+def _stored_widths(module: nn.Module, attention: bool) -> dict[str, int | tuple[int, ...]]:
+    """The attributes of ``module`` that name widths (a LayerNorm of a model's own: its
+    ``normalized_shape`` tuple)."""
+    return {attr: value for attr, value in vars(module).items() if _names_width(attr, value, attention)}
+
+
+def _names_width(attr: str, value: object, attention: bool) -> bool:
+    if attr == "normalized_shape":
+        return isinstance(value, tuple) and bool(value) and all(type(v) is int for v in value)
+    return type(value) is int and value > 1 and _is_width(attr, attention)
 
 
 def _scopes(owner: str, modules: Mapping[str, nn.Module]) -> list[str]:
@@ -91,6 +104,7 @@ def stored_numbers(module: nn.Module) -> dict[str, int | float]:
     return {a: getattr(module, a) for a in names if a in _HEADS or a in _WIDTH or _is_width(a, False)}
 
 
+@functools.cache
 def _is_width(attr: str, attention: bool) -> bool:
     """Whether ``attr`` names a width (an attention module's head bookkeeping is not this pass's)."""
     named = bool(_SIZE_NAME.search(attr)) and attr not in _HEADS
