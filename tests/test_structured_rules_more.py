@@ -386,8 +386,11 @@ class RoutedExperts(nn.Module):
         y = torch.zeros_like(x)
         for i, expert in enumerate(self.experts):
             token, slot = (chosen == i).nonzero(as_tuple=True)
-            y.index_add_(0, token, expert(x[token]) * weights[token, slot, None])
+            y.index_add_(0, token, self.run(expert, x[token]) * weights[token, slot, None])
         return self.out(y)
+
+    def run(self, expert: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+        return expert(tokens)
 
 
 def test_index_add_of_routed_experts_prunes_their_widths_exactly() -> None:
@@ -441,14 +444,8 @@ class SplitRoutedExperts(RoutedExperts):
 class StaleRoutedExperts(RoutedExperts):
     """Routed experts whose forward reshapes an expert's output by a hard-coded width."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.inp(x)
-        weights, chosen = self.gate(x).softmax(-1).topk(2, dim=-1)
-        y = torch.zeros_like(x)
-        for i, expert in enumerate(self.experts):
-            token, slot = (chosen == i).nonzero(as_tuple=True)
-            y.index_add_(0, token, expert(x[token]).reshape(-1, 8) * weights[token, slot, None])
-        return self.out(y)
+    def run(self, expert: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+        return expert(tokens).reshape(-1, 8)
 
 
 @pytest.mark.parametrize("experts", [RoutedExperts, SplitRoutedExperts], ids=["nonzero", "tolist"])
