@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .hf import Attention, _out, _projections, update_attention
+from .stored_sizes import stored_numbers
 
 _ATTENTION = ("hidden", "heads", "kv_heads", "head_dim")
 _UP = ("up_proj", "c_fc", "fc1", "intermediate.dense", "dense_h_to_4h", "gate_up_proj")
@@ -161,9 +162,10 @@ def _config_rebuilds_other(model: nn.Module) -> str | None:
     ``"constants"`` (a number a module derives from the config at build time, such as Gemma's embedding
     scale ``√hidden_size``, which the pruned model keeps from the unpruned one), or ``None``.
 
-    Where the shapes agree, integer attributes that differ are sizes the config now states and a module
-    stored unpruned (T5 attention's ``d_model``, MPNet's head count for its position bias): they are
-    set to the rebuilt model's, so the pruned model is what ``from_pretrained`` will build."""
+    Where the shapes agree, widths and head counts that differ (:func:`~.stored_sizes.stored_numbers`)
+    are sizes the config now states and a module stored unpruned (T5 attention's ``d_model``, MPNet's
+    head count for its position bias): they are set to the rebuilt model's, so the pruned model is what
+    ``from_pretrained`` will build."""
     try:
         with torch.device("meta"):
             rebuilt = type(model)(copy.deepcopy(model.config))
@@ -175,9 +177,10 @@ def _config_rebuilds_other(model: nn.Module) -> str | None:
     built, found = dict(rebuilt.named_modules()), None
     for name, module in model.named_modules():
         other = vars(built[name]) if name in built and type(built[name]) is type(module) else {}
+        sizes = stored_numbers(module)
         for attr, value in list(vars(module).items()):
             rebuilt_value = other.get(attr)
-            if type(value) is int and type(rebuilt_value) is int and rebuilt_value != value:
+            if attr in sizes and type(value) is int and type(rebuilt_value) is int and rebuilt_value != value:
                 setattr(module, attr, rebuilt_value)
             elif type(value) is float and type(rebuilt_value) is float and value == value != rebuilt_value:
                 found = "constants"

@@ -23,6 +23,7 @@ from itertools import zip_longest
 import numpy as np
 from torch import nn
 
+from .propagate import tensor_args
 from .trace import ExampleInputs, ForwardError, Op, Ref, Trace, trace_model
 from .unionfind import UnionFind
 
@@ -140,11 +141,8 @@ def _check_same_path(
     if any(_shrinks_to_one(expected[node], trace.shapes[node]) for node in range(len(trace.shapes))):
         return
     again = _by_module(trace_model(original, example_inputs), got)
-    differ = {
-        name: again[name]
-        for name in differ
-        if [o.func for o in again[name][0]] != [o.func for o in again[name][1]]
-    }
+    pairs = {name: again.get(name, ([], [])) for name in differ}  # a module the second run skips too
+    differ = {name: (b, a) for name, (b, a) in pairs.items() if [o.func for o in b] != [o.func for o in a]}
     for name, (before, after) in differ.items():
         index, (old, new) = next(
             (i, pair)
@@ -167,7 +165,7 @@ def _check_own_weights(got: Trace, modules: Mapping[str, str]) -> None:
     made in ``__init__`` over a submodule: ``copy.deepcopy`` keeps it pointing at the original)."""
     foreign = {node: name for node, (kind, name) in got.sources.items() if kind == "foreign"}
     for op in got.ops:
-        used = next((a.node for a in _flat_args(op) if isinstance(a, Ref) and a.node in foreign), None)
+        used = next((a.node for a in tensor_args(op) if a.node in foreign), None)
         if used is not None:
             raise PrunedModelMismatchError(
                 f"the pruned model computes with the original model's {foreign[used]!r} (aten."
@@ -177,11 +175,6 @@ def _check_own_weights(got: Trace, modules: Mapping[str, str]) -> None:
                 "apply_plan is unchanged. Fix: pass inplace=True (the closure then reaches the pruned "
                 "layer), or call the submodule through self in the forward"
             )
-
-
-def _flat_args(op: Op) -> list[object]:
-    values = [*op.args, *op.kwargs.values()]
-    return [a for v in values for a in (v if isinstance(v, (list, tuple)) else (v,))]
 
 
 def _check_outputs(trace: Trace, got: Trace, expected: list[tuple[int, ...]]) -> None:
