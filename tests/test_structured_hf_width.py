@@ -303,3 +303,32 @@ def test_a_layer_norm_of_its_own_gets_its_normalized_shape_and_reloads(tmp_path:
     loaded = load_pruned(lambda: nn.Sequential(nn.Linear(6, 8), OwnLayerNorm(8), nn.Linear(8, 3)), tmp_path)
     assert loaded[1].normalized_shape == (4,)
     torch.testing.assert_close(loaded(x), pruned(x))
+
+
+class MultiQueryFused(nn.Module):
+    """Falcon-7B's layout written by hand: one fused projection of q (4 heads), one k and one v head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim = 4, 8
+        self.query_key_value, self.dense = nn.Linear(32, 48, bias=False), nn.Linear(32, 32, bias=False)
+        self.mlp = nn.Sequential(nn.Linear(32, 64), nn.GELU(), nn.Linear(64, 32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        fused = self.query_key_value(x).view(b, t, self.num_heads + 2, self.head_dim).transpose(1, 2)
+        q, k, v = fused[:, :-2], fused[:, -2:-1], fused[:, -1:]
+        o = F.scaled_dot_product_attention(q, k.expand_as(q), v.expand_as(q))
+        return x + self.dense(o.transpose(1, 2).reshape(b, t, -1)) + self.mlp(x)
+
+
+def test_attention_whose_projections_keep_their_widths_keeps_its_head_count() -> None:
+    """Only the MLP is pruned: before, the head count was rewritten as if q, k and v were equal thirds
+    of the fused projection (4 → 2 heads) and the check refused."""
+    torch.manual_seed(0)
+    model, x = MultiQueryFused().eval(), torch.randn(2, 5, 32)
+    graph = DependencyGraph.build(model, x)
+    (mlp,) = [g for g in graph.groups if g.modules() == ["mlp.0", "mlp.2"]]
+    pruned, zeroed, _ = prune_zeroed(model, graph, [mlp], torch.Generator().manual_seed(0))
+    assert (pruned.num_heads, pruned.head_dim) == (4, 8) and pruned.mlp[0].out_features < 64
+    assert_exact(pruned, zeroed, x)

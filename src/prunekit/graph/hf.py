@@ -184,6 +184,11 @@ def update_attention(
             old_d = widths_before[name] // old_heads
         else:
             continue
+        if widths_before.get(name) == q:  # its projections kept their widths: nothing to rewrite (and a
+            kv = _first(module, _KV_HEADS)  # fused qkv of unequal thirds would be misread)
+            kv_heads = getattr(module, kv) if kv else k // old_d
+            found[name] = Attention(old_heads or q // old_d, kv_heads, old_d, _stored_scale(module), False)
+            continue
         d = old_d if heads == "heads" or old_heads is None else q // old_heads
         if d <= 0 or q % d or k % d:
             raise ValueError(
@@ -203,11 +208,16 @@ def update_attention(
         for attr, value in counts.items():  # q heads per kv head change once the kv heads are down to one
             if isinstance(getattr(module, attr, None), int):
                 setattr(module, attr, value)
-        scale = next((v for n in _SCALE if (v := _scalar(getattr(module, n, None))) is not None), None)
+        scale = _stored_scale(module)
         derived = scale is not None and any(math.isclose(scale, old_d**p, rel_tol=1e-6) for p in (-0.5, 0.5))
         stale = derived and d != old_d
         found[name] = Attention(q // d, k // d, d, scale, stale)
     return found
+
+
+def _stored_scale(module: nn.Module) -> float | None:
+    """The number q·kᵀ is scaled by, where ``module`` stores one (:data:`_SCALE`)."""
+    return next((v for n in _SCALE if (v := _scalar(getattr(module, n, None))) is not None), None)
 
 
 def _scalar(value: object) -> float | None:
