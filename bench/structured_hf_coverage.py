@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import inspect
 import json
 import os
 import sys
@@ -983,12 +984,15 @@ def check_width(name: str) -> dict:
 def _reloaded(pruned: nn.Module, use_ours: bool) -> nn.Module | dict:
     """``pruned`` saved with ``save_pretrained`` and loaded back (with ``load_pretrained`` where
     ``use_ours``), in eval mode; or a refusal where this layout cannot be reloaded (said, not silent)."""
+    kwargs = {}  # the constructor arguments the factory used (DPT, YOLOS and ViT are built without a pooler)
+    if "add_pooling_layer" in inspect.signature(type(pruned).__init__).parameters:
+        kwargs["add_pooling_layer"] = getattr(pruned, "pooler", None) is not None
     with tempfile.TemporaryDirectory() as directory:
         pruned.save_pretrained(directory)
         try:
             if use_ours:
-                return load_pretrained(type(pruned), directory)
-            return type(pruned).from_pretrained(directory).eval()
+                return load_pretrained(type(pruned), directory, **kwargs)
+            return type(pruned).from_pretrained(directory, **kwargs).eval()
         except ValueError as error:
             return {"status": "refused", "at": "reload", "reason": f"{type(error).__name__}: {error}"[:200]}
 

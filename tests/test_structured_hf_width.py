@@ -332,3 +332,38 @@ def test_attention_whose_projections_keep_their_widths_keeps_its_head_count() ->
     pruned, zeroed, _ = prune_zeroed(model, graph, [mlp], torch.Generator().manual_seed(0))
     assert (pruned.num_heads, pruned.head_dim) == (4, 8) and pruned.mlp[0].out_features < 64
     assert_exact(pruned, zeroed, x)
+
+
+def test_a_width_the_config_validation_rejects_is_said_at_prune_time() -> None:
+    """transformers 5 validates a config on save_pretrained: Llama's hidden size must be a multiple of
+    its head count. Before, apply_plan was silent and save_pretrained failed later."""
+    torch.manual_seed(0)
+    model = Classifier(_unit_weights(tf.LlamaModel(tf.LlamaConfig(intermediate_size=64, **DECODER)).eval()))
+    graph = DependencyGraph.build(model.eval(), {"input_ids": IDS})
+    (width,) = [g for g in graph.groups if "base.embed_tokens" in g.modules()]
+    with pytest.warns(UserWarning, match=r"fails transformers' own validation \(.*\(25\).*round_to"):
+        pruned = apply_plan(model, build_plan(model, graph, counts={width.index: 7}))
+    assert pruned.base.config.hidden_size == 25 and pruned(IDS).shape == (2, 7, 3)
+
+
+class GroupNormNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.norm, self.fc = nn.Conv2d(3, 16, 3, padding=1), nn.GroupNorm(4, 16), nn.Linear(16, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.norm(self.conv(x))).mean((2, 3)))
+
+
+def test_a_group_norm_pruned_twice_reloads_with_its_group_count(tmp_path: Path) -> None:
+    """The first prune keeps 4 groups of 1 channel (each group loses channels alike); the second is then
+    per channel (4 → 3 groups). Before, load_pruned kept the original 4 groups and the forward failed."""
+    torch.manual_seed(0)
+    model, x = GroupNormNet().eval(), torch.randn(2, 3, 8, 8)
+    once = apply_plan(model, build_plan(model, DependencyGraph.build(model, x), counts={0: 3}))
+    twice = apply_plan(once, build_plan(once, DependencyGraph.build(once, x), counts={0: 1}))
+    assert (twice.norm.num_groups, twice.norm.num_channels) == (3, 3)
+    save_pruned(twice, tmp_path)
+    loaded = load_pruned(GroupNormNet, tmp_path)
+    assert (loaded.norm.num_groups, loaded.norm.num_channels) == (3, 3)
+    torch.testing.assert_close(loaded(x), twice(x))

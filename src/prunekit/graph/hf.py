@@ -245,13 +245,15 @@ def attention_modules(model: nn.Module) -> list[str]:
     ]
 
 
-def load_pretrained(model_class: type, directory: str | os.PathLike[str]) -> nn.Module:
+def load_pretrained(model_class: type, directory: str | os.PathLike[str], **model_kwargs: Any) -> nn.Module:
     """Rebuild a pruned transformers model saved with ``save_pretrained``, shapes from its weights.
 
-    ``model_class`` is e.g. ``transformers.BertModel``. Needed where the config cannot describe the
-    pruned model (see the module docstring); plain ``from_pretrained`` works where it can.
+    ``model_class`` is e.g. ``transformers.BertModel``; ``model_kwargs`` go to its constructor beside
+    the config, as for ``from_pretrained`` (``add_pooling_layer=False``). Needed where the config cannot
+    describe the pruned model (see the module docstring); plain ``from_pretrained`` works where it can.
+    Raises ``ValueError`` where the checkpoint lacks tensors the built model has, or holds others.
     """
-    from .io import resize_to_shapes
+    from .io import resize_to_shapes, set_layer_sizes
 
     directory = Path(directory)
     files = sorted(directory.glob("*.safetensors"))
@@ -265,7 +267,7 @@ def load_pretrained(model_class: type, directory: str | os.PathLike[str]) -> nn.
             delattr(config, name)  # heads) stay right; a field pruning added (head_dim) goes again
         else:
             setattr(config, name, value)
-    model = _instantiate(model_class, config)
+    model = _instantiate(model_class, config, model_kwargs)
     for name, value in pruned.items():
         setattr(model.config, name, value)
     state, shapes, names = {}, {}, _checkpoint_names(model)
@@ -290,6 +292,7 @@ def load_pretrained(model_class: type, directory: str | os.PathLike[str]) -> nn.
         for name, value in values.items():
             if isinstance(getattr(module, name, None), int):
                 setattr(module, name, value)
+    set_layer_sizes(model, getattr(config, "prunekit_layers", {}))
     result = model.load_state_dict(state, strict=False)
     if result.unexpected_keys:
         raise ValueError(
@@ -297,7 +300,21 @@ def load_pretrained(model_class: type, directory: str | os.PathLike[str]) -> nn.
             "does not have; pass the class the model was saved from (or transformers saved them in a layout "
             "its weight conversions for this class do not map back)"
         )
+    if missing := _untied(model, result.missing_keys, set(state)):
+        raise ValueError(
+            f"{str(directory)!r} lacks tensors {missing[:4]} that {model_class.__name__} builds from this "
+            "config; pass the constructor arguments the model was built with (add_pooling_layer=False …) "
+            "as keyword arguments"
+        )
     return model.eval()
+
+
+def _untied(model: nn.Module, missing: list[str], loaded: set[str]) -> list[str]:
+    """The ``missing`` tensors that share no storage with a loaded one (a tied ``lm_head`` is loaded
+    with the embeddings it shares)."""
+    tensors = model.state_dict(keep_vars=True)
+    shared = {tensors[name].data_ptr() for name in loaded if name in tensors}
+    return [name for name in missing if tensors[name].data_ptr() not in shared]
 
 
 def _checkpoint_names(model: nn.Module) -> dict[str, str]:
@@ -385,11 +402,11 @@ def _fused_state(
     return {**state, **assembled}
 
 
-def _instantiate(model_class: type, config: Any) -> nn.Module:
-    """``model_class(config)``; a config whose pruned head count does not divide ``hidden_size``
-    is built with one head (the real counts are set from ``config.prunekit_attention``)."""
+def _instantiate(model_class: type, config: Any, kwargs: Mapping[str, Any]) -> nn.Module:
+    """``model_class(config, **kwargs)``; a config whose pruned head count does not divide
+    ``hidden_size`` is built with one head (the real counts are set from ``config.prunekit_attention``)."""
     try:
-        return model_class(config)
+        return model_class(config, **kwargs)
     except ValueError:
         if not hasattr(config, "prunekit_attention"):
             raise
@@ -397,7 +414,7 @@ def _instantiate(model_class: type, config: Any) -> nn.Module:
     for name in heads:
         setattr(config, name, 1)
     try:
-        model = model_class(config)
+        model = model_class(config, **kwargs)
     finally:
         for name, value in heads.items():
             setattr(config, name, value)

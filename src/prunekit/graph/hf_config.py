@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from .hf import Attention, _out, _projections, update_attention
+from .io import layer_sizes
 from .stored_sizes import stored_numbers
 
 _ATTENTION = ("hidden", "heads", "kv_heads", "head_dim")
@@ -107,7 +108,11 @@ def _update_config(model: nn.Module, attention: dict[str, Attention]) -> None:
         written.add(aliases.get(field, field))
         if len(set(found)) > 1:
             differ.append(f"{field} ({sorted(set(found))})")
-    _warn(differ, any(a.stale_scale for a in attention.values()), _config_rebuilds_other(model))
+    stale_scale, rebuilt_other = any(a.stale_scale for a in attention.values()), _config_rebuilds_other(model)
+    _warn(differ, stale_scale, rebuilt_other)
+    if differ or stale_scale or rebuilt_other:  # load_pretrained sets what the config cannot say
+        config.prunekit_layers = layer_sizes(model)
+    _check_config(config)
     if attention:
         config.prunekit_attention = [[a.heads, a.kv_heads, a.head_dim, a.scale] for a in attention.values()]
     if original:  # load_pretrained builds the unpruned architecture (its derived sizes: rotary tables …)
@@ -185,6 +190,25 @@ def _config_rebuilds_other(model: nn.Module) -> str | None:
             elif type(value) is float and type(rebuilt_value) is float and value == value != rebuilt_value:
                 found = "constants"
     return found
+
+
+def _check_config(config: Any) -> None:
+    """Warn where transformers' own validation of the pruned config fails (transformers 5 validates on
+    ``save_pretrained``: Llama's ``hidden_size % num_attention_heads``, Falcon's even rotary head size)."""
+    validate = getattr(config, "validate", None)
+    if not callable(validate):
+        return
+    try:
+        validate()
+    except Exception as error:
+        reason = str(error).strip().splitlines()[-1].strip()
+        warnings.warn(
+            f"the pruned config fails transformers' own validation ({reason}), so "
+            "save_pretrained will refuse it; keep the widths it checks multiples of what it needs (e.g. "
+            "build_plan(..., round_to=num_attention_heads) for the residual width), or save with "
+            "prunekit.graph.save_pruned",
+            stacklevel=5,
+        )
 
 
 def _warn(differ: list[str], stale_scale: bool, rebuilt_other: str | None) -> None:

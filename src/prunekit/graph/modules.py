@@ -213,7 +213,8 @@ def _register_defaults() -> None:
     register_handler(nn.LayerNorm, ModuleHandler(_layer_norm_dims, _layer_norm_update))
     register_handler(nn.RMSNorm, ModuleHandler(_layer_norm_dims, _layer_norm_update))
     register_handler(
-        nn.GroupNorm, ModuleHandler(_norm_dims, _group_norm_update, _group_norm_resize, ("num_channels",))
+        nn.GroupNorm,
+        ModuleHandler(_norm_dims, _group_norm_update, _group_norm_resize, ("num_channels", "num_groups")),
     )
     register_handler(
         nn.Unflatten, ModuleHandler(lambda m: {}, lambda m: None, _unflatten_resize, ("unflattened_size",))
