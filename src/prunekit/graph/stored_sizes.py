@@ -6,9 +6,9 @@ bookkeeping is :func:`~.hf.update_attention`'s. Any other module may keep a widt
 read in its forward (Mixtral's router: ``x.view(-1, self.hidden_dim)``), or only there to be read
 later. Such an attribute is recognised by its name (``*_dim``, ``hidden_size``, ``*_features``,
 ``*_channels``, ``*_width``, ``d_model``, ``num_experts`` …) and its value: it equals the old size of a
-tensor dim of the module or of its direct children, and every such dim of that size went to one new
-size. Where dims of that size went to different sizes, or some kept it, the attribute is left alone
-(the pruned-model check names it if the forward reads it).
+tensor dim of the module, of its direct children or of children reached through containers, and every
+such dim of that size went to one new size. Where dims of that size went to different sizes, or some
+kept it, the attribute is left alone (the pruned-model check names it if the forward reads it).
 """
 
 from __future__ import annotations
@@ -88,12 +88,8 @@ def _scopes(owner: str, modules: Mapping[str, nn.Module]) -> list[str]:
     while the module reached is a container (``nn.Sequential``, ``nn.ModuleList``, ``nn.ModuleDict``: an
     SE block's ``self.fc = nn.Sequential(...)``, Res2Net's ``self.convs``)."""
     scopes = [owner]
-    while scopes[-1]:
-        parent = scopes[-1].rpartition(".")[0]
-        scopes.append(parent)
-        if len(scopes) > 2 and not isinstance(modules.get(scopes[-2]), _CONTAINERS):
-            scopes.pop()
-            break
+    while scopes[-1] and (len(scopes) == 1 or isinstance(modules.get(scopes[-1]), _CONTAINERS)):
+        scopes.append(scopes[-1].rpartition(".")[0])
     return scopes
 
 

@@ -242,14 +242,6 @@ def _shape_error(
 ) -> PrunedModelMismatchError:
     """The error for ``new`` (the pruned model's ``old``) giving another shape than the plan predicts."""
     want, have = _first_shape(old, expected), _first_shape(new, got.shapes)
-    if new.name in _DATA_DEPENDENT:
-        return PrunedModelMismatchError(
-            f"the pruned model takes another path on the example inputs: {op}, aten.{new.func.__name__}, "
-            f"gives shape {have} where the original gave {want} (a size that depends on the values, such as "
-            "tokens routed to an expert, which pruning changed), so the shapes after it cannot be checked "
-            "against the plan. The model passed to apply_plan is unchanged (unless inplace=True). Fix: prune "
-            "less where the routing is computed, or check the pruned model yourself and pass verify=False"
-        )
     modules = replay.modules
     fix = _fix(old.module, modules, Counter(modules.values()), _reaching(old.args, trace, expected, replay))
     return PrunedModelMismatchError(
