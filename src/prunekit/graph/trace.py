@@ -19,13 +19,15 @@ from __future__ import annotations
 import dataclasses
 import weakref
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
+
+from .meta_run import MetaCalls, MetaRunner, NeedsValues, restore, snapshot
 
 ExampleInputs = Any  # a tensor, a tuple of positional inputs, or a mapping of keyword inputs
 
@@ -74,6 +76,7 @@ class Trace:
     module_inputs: dict[str, int] = field(default_factory=dict)
     module_outputs: dict[str, int] = field(default_factory=dict)
     itemsizes: dict[int, int] = field(default_factory=dict)
+    shapes_only: bool = False
 
 
 class _Recorder(TorchDispatchMode):
@@ -83,12 +86,13 @@ class _Recorder(TorchDispatchMode):
         # torch._dynamo: ~1.5 s of a ~2.9 s ResNet-18 graph + prune. The recording never runs compiled.
         return False
 
-    def __init__(self, trace: Trace, stack: list[str]) -> None:
+    def __init__(self, trace: Trace, stack: list[str], runner: MetaRunner | None = None) -> None:
         super().__init__()
         self.trace = trace
         self.stack = stack
         self.nodes: dict[int, int] = {}
         self.watchers: list[weakref.ref] = []
+        self.runner = runner
 
     def add(self, tensor: torch.Tensor, source: tuple[str, str] | None = None) -> int:
         node = len(self.trace.shapes)
@@ -99,6 +103,12 @@ class _Recorder(TorchDispatchMode):
         if source is not None:
             self.trace.sources[node] = source
         return node
+
+    def alias(self, tensor: torch.Tensor, node: int) -> None:
+        """Record ``tensor`` as node ``node`` (a stand-in of that node's tensor)."""
+        key = id(tensor)
+        self.nodes[key] = node
+        self.watchers.append(weakref.ref(tensor, lambda _, key=key, node=node: self._forget(key, node)))
 
     def _forget(self, key: int, node: int) -> None:
         if self.nodes.get(key) == node:  # not already taken over by an in-place op's new node
@@ -122,7 +132,11 @@ class _Recorder(TorchDispatchMode):
         elif func.overloadpacket in _ALIGNED:
             for x in args[:2]:
                 self.trace.itemsizes[self.ref(x).node] = x.element_size()
-        out = func(*args, **kwargs)
+        if self.runner is not None and (same := self.runner.device_move(func, args, kwargs)) is not None:
+            if same is not args[0]:  # a weight's stand-in: it is the weight
+                self.alias(same, self.ref(args[0]).node)
+            return same
+        out = func(*args, **kwargs) if self.runner is None else self.runner(func, args, kwargs)
         in_args = tuple(_refs(a, self.ref) for a in args)
         in_kwargs = {k: _refs(v, self.ref) for k, v in kwargs.items()}
         outs = tuple(Ref(self.add(t)) if isinstance(t, torch.Tensor) else t for t in _flat(out))
@@ -153,7 +167,10 @@ def _refs(value: Any, ref: Callable[[Any], Any]) -> Any:
 
 
 def trace_model(
-    model: nn.Module, example_inputs: ExampleInputs, foreign: Mapping[str, torch.Tensor] | None = None
+    model: nn.Module,
+    example_inputs: ExampleInputs,
+    foreign: Mapping[str, torch.Tensor] | None = None,
+    shapes_only: bool = True,
 ) -> Trace:
     """Run ``model`` once (eval mode, no grad) on ``example_inputs`` and record every ATen op.
 
@@ -161,12 +178,45 @@ def trace_model(
     Outputs may be tensors or any nesting of tuples, lists, dicts and dataclasses of them.
     ``foreign``: tensors of another model by name, recorded as ``("foreign", name)`` sources where
     ``model`` does not hold them itself (a closure that reaches into the other model).
+    ``shapes_only``: first try the forward with the weights as shape-only stand-ins (see
+    :mod:`.meta_run`; the module state it changes is put back); where it needs values, or with
+    ``shapes_only=False``, record the real forward. ``Trace.shapes_only`` says which one it is.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     args, kwargs = _split_inputs(example_inputs)
-    trace = Trace()
-    recorder = _Recorder(trace, [])
+    if shapes_only:
+        state = snapshot(model)
+        attrs = [dict(live) for live, _ in state]
+        try:
+            trace = _record(model, args, kwargs, foreign, shapes_only=True)
+        except Exception:  # values needed (or the forward fails: the real run says how)
+            trace = None
+        finally:
+            changed = restore(state, attrs)
+        # A forward that stores what it computed (a weight-norm hook's weight, a cache) is run for real,
+        # as is one that reached attention's math path, which real tensors may not take (a fused kernel
+        # called from inside another torch function, as nn.MultiheadAttention does).
+        if trace is not None and not changed and not any(op.func is _MATH_ATTENTION for op in trace.ops):
+            return trace
+    return _record(model, args, kwargs, foreign, shapes_only=False)
+
+
+_MATH_ATTENTION = torch.ops.aten._safe_softmax.default
+
+
+def _record(
+    model: nn.Module,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    foreign: Mapping[str, torch.Tensor] | None,
+    shapes_only: bool,
+) -> Trace:
+    trace = Trace(shapes_only=shapes_only)
+    heavy = [*model.parameters(), *model.buffers(), *(foreign or {}).values()]
+    device = next((t.device for t in (*heavy, *_leaves((args, kwargs)))), torch.device("cpu"))
+    runner = MetaRunner(heavy, device) if shapes_only else None
+    recorder = _Recorder(trace, [], runner)
     for name, param in model.named_parameters():
         recorder.add(param, ("param", name))
     for name, buf in model.named_buffers():
@@ -180,7 +230,8 @@ def trace_model(
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        with _eval(model), _module_stack(model, recorder), torch.no_grad(), recorder:
+        calls = _calls(device, shapes_only)
+        with _eval(model), _module_stack(model, recorder), torch.no_grad(), calls, recorder:
             result = model(*args, **kwargs)
     except Exception as error:  # the user's forward: say so, and what it was given
         raise ForwardError(
@@ -191,6 +242,8 @@ def trace_model(
         ) from error
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
+    if runner is not None and runner.error is not None:  # the forward caught a failed meta op
+        raise NeedsValues("the forward caught a failure of a shape-only op") from runner.error
     # Plain objects are searched only when nothing else holds a tensor: an HF cache object beside the
     # logits is state the pruned model rebuilds, not an output whose channels must stay.
     outputs = [t for t in _leaves(result) if id(t) in recorder.nodes]
@@ -256,6 +309,10 @@ def _leaves(value: Any, objects: bool = False, seen: set[int] | None = None) -> 
     else:
         return []
     return [t for v in items for t in _leaves(v, objects, seen)]
+
+
+def _calls(device: torch.device, shapes_only: bool) -> AbstractContextManager[Any]:
+    return MetaCalls(device) if shapes_only else nullcontext()
 
 
 @contextmanager

@@ -90,7 +90,7 @@ def verify_pruned(
     modules = replay.modules
     foreign = None if original is None else dict(original.named_parameters())
     try:
-        got = trace_model(pruned, replay.example_inputs, foreign)  # eval mode, no grad
+        got = trace_model(pruned, replay.example_inputs, foreign, trace.shapes_only)  # eval mode, no grad
     except ForwardError as error:  # the user's forward failed on the pruned model: say where it came from
         cause = error.__cause__ or error
         if error.trace is not None:  # an op before the failure that already computed another shape
@@ -140,7 +140,7 @@ def _check_same_path(
         return
     if any(_shrinks_to_one(expected[node], trace.shapes[node]) for node in range(len(trace.shapes))):
         return
-    again = _by_module(trace_model(original, example_inputs), got)
+    again = _by_module(trace_model(original, example_inputs, shapes_only=trace.shapes_only), got)
     pairs = {name: again.get(name, ([], [])) for name in differ}  # a module the second run skips too
     differ = {name: (b, a) for name, (b, a) in pairs.items() if [o.func for o in b] != [o.func for o in a]}
     for name, (before, after) in differ.items():

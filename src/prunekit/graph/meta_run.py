@@ -1,0 +1,417 @@
+"""Run a forward's ATen ops on shape-only stand-ins (PyTorch's ``meta`` device): every shape, no arithmetic.
+
+Why: graph building and the pruned-model check each trace one forward, and on a CNN or ViT the real
+convolutions and matmuls were half of graph + prune time (ResNet-50: ~2 × 55 ms of ~0.24 s). Parameters and
+buffers run as meta stand-ins, so everything computed from them is meta; tensors computed from the
+inputs alone (masks, position ids) stay real, so a forward that checks them (``if mask.all():``) still
+runs. A forward that reads a value computed from the weights (``.item()``, ``nonzero``, a boolean
+mask, ``.tolist()``) or writes a real tensor in place cannot run this way: :class:`MetaRunner` keeps the
+first such error (also where the forward catches it) and the caller records the forward for real.
+
+PyTorch's own meta kernels give the shapes, except for a few frequent ops whose meta kernels are Python
+decompositions costing ~0.1–1.4 ms each (batch norm, layer norm, softmax, matmuls, concatenation,
+elementwise ops: 90% of a meta forward of ResNet-50 or ViT-B/16 before they were added). Those get the
+shapes, strides and dtypes the CPU kernels give, in cases that leave no doubt (dense operands of one
+layout and dtype); anything else goes to PyTorch's kernel. ``tests/test_graph_meta_run.py`` checks each
+against the real kernel.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch._prims_common import suggest_memory_format
+from torch.nn.attention import SDPBackend
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import _disable_current_modes
+
+aten = torch.ops.aten
+META = torch.device("meta")
+
+
+class NeedsValues(RuntimeError):
+    """The forward needs values a shape-only run does not have."""
+
+
+class MetaRunner:
+    """Runs ATen ops for a recording: on meta stand-ins where an operand is meta or one of ``heavy``
+    (the model's parameters and buffers), for real otherwise. ``error`` is the first failure of a meta op
+    (the forward may have caught it); a factory asking for the meta device gets ``device`` instead."""
+
+    def __init__(self, heavy: Iterable[torch.Tensor], device: torch.device) -> None:
+        self.heavy = {id(t): t for t in heavy}
+        self.twins: dict[int, torch.Tensor] = {}
+        self.device = device
+        self.error: BaseException | None = None
+
+    def __call__(self, func: torch._ops.OpOverload, args: tuple, kwargs: dict[str, Any]) -> Any:
+        tensors = _tensors((*args, *kwargs.values()))
+        if not any(t.is_meta or id(t) in self.heavy for t in tensors):
+            if kwargs.get("device") == META:
+                kwargs = {**kwargs, "device": self.device}
+            return func(*args, **kwargs)
+        try:
+            if func.overloadpacket in _DATA_DEPENDENT:
+                raise NeedsValues(f"aten.{func.__name__} reads values")
+            for written in _written(func, args, kwargs):
+                if not written.is_meta:  # a real tensor (or a weight) the forward changes in place
+                    raise NeedsValues(f"aten.{func.__name__} writes a real tensor in place")
+            meta_args = tuple(_swap(a, self._twin) for a in args)
+            meta_kwargs = {k: _swap(v, self._twin) for k, v in kwargs.items()}
+            if "device" in meta_kwargs:
+                meta_kwargs["device"] = META
+            fast = _FAST.get(func)
+            out = None if fast is None else fast(*meta_args, **meta_kwargs)
+            return func(*meta_args, **meta_kwargs) if out is None else out
+        except Exception as error:
+            self.error = self.error or error
+            raise
+
+    def device_move(
+        self, func: torch._ops.OpOverload, args: tuple, kwargs: dict[str, Any]
+    ) -> torch.Tensor | None:
+        """What ``x.to(device)`` gives where the real forward moves nothing (``x`` is a meta stand-in for
+        a tensor on that device, or the device asked for is a meta tensor's): ``x`` or its stand-in,
+        recorded as ``x``; None for any other op. (A real forward calls no op there.)"""
+        if func is not aten._to_copy.default or "device" not in kwargs or not kwargs.keys() <= _MOVE_OPTIONS:
+            return None
+        x = args[0]
+        if kwargs.get("dtype") not in (None, x.dtype) or kwargs.get("layout") not in (None, torch.strided):
+            return None
+        if kwargs.get("memory_format") not in (None, torch.preserve_format):
+            return None
+        target = self.device if kwargs["device"] == META else kwargs["device"]
+        if target != (self.device if x.is_meta else x.device):
+            return None
+        return self._twin(x) if id(x) in self.heavy else x
+
+    def _twin(self, value: Any) -> Any:
+        if not isinstance(value, torch.Tensor) or value.is_meta:
+            return value
+        twin = self.twins.get(id(value))
+        if twin is None:
+            twin = torch.empty_strided(value.shape, value.stride(), dtype=value.dtype, device=META)
+            if id(value) in self.heavy:  # alive as long as the model: its id is not reused
+                self.twins[id(value)] = twin
+        return twin
+
+
+class MetaCalls(TorchFunctionMode):
+    """Torch functions that must not see the meta device a stand-in reports:
+
+    - ``F.scaled_dot_product_attention``: PyTorch takes the unfused math path for meta tensors, while a
+      CPU forward runs the fused flash kernel (whose channel rule prunekit has). The backend is chosen
+      on real, uninitialised tensors of the same shapes, and the ATen ops of that choice are called (a
+      boolean mask is made additive first, by the same ops).
+    - ``torch.tensor(data, device=x.device)`` and the like: made on the real device, as for real."""
+
+    def __init__(self, device: torch.device) -> None:
+        super().__init__()
+        self.device = device
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        if func is F.scaled_dot_product_attention:
+            return self._attention(func, args, kwargs)
+        device = kwargs.get("device") if func in _DATA_CONSTRUCTORS else None
+        if device is not None and torch.device(device) == META:
+            kwargs = {**kwargs, "device": self.device}
+        return func(*args, **kwargs)
+
+    def _attention(self, func, args, kwargs):  # type: ignore[no-untyped-def]
+        call = _SDPA_SIGNATURE.bind(*args, **kwargs)
+        call.apply_defaults()
+        q, k, v, mask = (call.arguments[n] for n in ("query", "key", "value", "attn_mask"))
+        if not any(isinstance(t, torch.Tensor) and t.is_meta for t in (q, k, v, mask)):
+            return func(*args, **kwargs)
+        options = {n: call.arguments[n] for n in ("dropout_p", "is_causal", "scale", "enable_gqa")}
+        with _disable_current_modes():  # the choice is not an op of the forward
+            real = [None if t is None else self._real(t) for t in (q, k, v, mask)]
+            choice = torch._fused_sdp_choice(*real[:3], attn_mask=real[3], **options)
+        if choice == int(SDPBackend.MATH):
+            return func(*args, **kwargs)
+        if choice != int(SDPBackend.FLASH_ATTENTION) or self.device.type != "cpu":
+            raise NeedsValues(f"attention kernel {choice} on {self.device} is not emulated on meta tensors")
+        if mask is not None and mask.dtype == torch.bool:
+            ninf = torch.scalar_tensor(-math.inf, dtype=q.dtype, device=mask.device)
+            zero = torch.scalar_tensor(0.0, dtype=q.dtype, layout=torch.strided, device=mask.device)
+            mask = torch.where(mask, zero, ninf)
+        extra = {} if mask is None else {"attn_mask": mask}
+        extra.update({} if options["scale"] is None else {"scale": options["scale"]})
+        flash = aten._scaled_dot_product_flash_attention_for_cpu
+        return flash(q, k, v, options["dropout_p"], options["is_causal"], **extra)[0]
+
+    def _real(self, t: torch.Tensor) -> torch.Tensor:
+        device = self.device if t.is_meta else t.device
+        return torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=device)
+
+
+def _sdpa(  # type: ignore[no-untyped-def]
+    query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False
+):
+    """The signature of ``F.scaled_dot_product_attention`` (a builtin: ``inspect`` cannot read it)."""
+
+
+_SDPA_SIGNATURE = inspect.signature(_sdpa)
+_DATA_CONSTRUCTORS = (torch.tensor, torch.as_tensor, torch.asarray)
+
+
+def snapshot(model: nn.Module) -> list[tuple[dict[str, Any], dict[str, dict]]]:
+    """Each module's attributes and the contents of its dict attributes (``_buffers``, caches), shallow:
+    what :func:`restore` puts back after a meta forward that may have stored meta tensors in them."""
+    return [
+        (vars(m), {k: dict(v) for k, v in vars(m).items() if type(v) in _DICTS})
+        for m in model.modules()
+        if vars(m)
+    ]
+
+
+def restore(saved: list[tuple[dict[str, Any], dict[str, dict]]], attrs: list[dict[str, Any]]) -> bool:
+    """Put every module's attributes back as :func:`snapshot` found them (``attrs``: copies of the
+    ``vars`` dicts taken with the snapshot); return whether anything had changed."""
+    changed = False
+    for (live, dicts), before in zip(saved, attrs, strict=True):
+        if live.keys() != before.keys() or any(live[k] is not v for k, v in before.items()):
+            live.clear()
+            live.update(before)
+            changed = True
+        for key, content in dicts.items():
+            current = live[key]
+            if current.keys() != content.keys() or any(current[k] is not v for k, v in content.items()):
+                current.clear()
+                current.update(content)
+                changed = True
+    return changed
+
+
+_DICTS = (dict,)
+_MOVE_OPTIONS = frozenset(("device", "dtype", "layout", "memory_format", "non_blocking", "pin_memory"))
+
+
+def _tensors(values: Iterable[Any]) -> list[torch.Tensor]:
+    """The tensors among ATen arguments (which nest at most one list deep: ``cat``'s ``Tensor[]``)."""
+    found = []
+    for value in values:
+        if isinstance(value, torch.Tensor):
+            found.append(value)
+        elif isinstance(value, (list, tuple)):
+            found.extend(t for t in value if isinstance(t, torch.Tensor))
+    return found
+
+
+def _swap(value: Any, twin: Callable[[Any], Any]) -> Any:
+    if isinstance(value, (list, tuple)):
+        return type(value)(twin(v) for v in value)
+    return twin(value)
+
+
+_WRITTEN: dict[torch._ops.OpOverload, tuple[tuple[int, str], ...]] = {}
+
+
+def _written(func: torch._ops.OpOverload, args: tuple, kwargs: dict[str, Any]) -> list[torch.Tensor]:
+    """The tensors ``func`` writes into (``self`` of ``add_``, ``out=``)."""
+    spots = _WRITTEN.get(func)
+    if spots is None:
+        spots = tuple(
+            (i, a.name)
+            for i, a in enumerate(func._schema.arguments)
+            if a.alias_info is not None and a.alias_info.is_write
+        )
+        _WRITTEN[func] = spots
+    found = []
+    for i, name in spots:
+        found.extend(_tensors((args[i] if i < len(args) else kwargs.get(name),)))
+    return found
+
+
+# ops that read values, or whose output sizes depend on them (PyTorch's meta kernels refuse these too;
+# this list does not rely on it)
+_DATA_DEPENDENT = frozenset((
+    aten._local_scalar_dense, aten.nonzero, aten.masked_select, aten._unique2, aten.unique_dim,
+    aten.unique_consecutive, aten.bincount, aten.equal, aten.is_nonzero,
+))  # fmt: skip
+
+
+# --- shapes of frequent ops whose meta kernels are slow -----------------------------------------
+
+
+def _layout(x: torch.Tensor) -> tuple[int, ...] | None:
+    """``x``'s strides where ``x`` is dense in the standard or the channels-last layout, else None."""
+    if x.is_contiguous() or (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)):
+        return x.stride()
+    return None
+
+
+def _like(x: torch.Tensor) -> torch.Tensor | None:
+    strides = _layout(x)
+    return None if strides is None else torch.empty_strided(x.shape, strides, dtype=x.dtype, device=META)
+
+
+def _contiguous(shape: Iterable[int], dtype: torch.dtype) -> torch.Tensor:
+    return torch.empty(tuple(shape), dtype=dtype, device=META)
+
+
+def _elementwise(a: Any, b: Any, *_: Any, **__: Any) -> torch.Tensor | None:
+    """``a ∘ b`` (add, sub, mul, div; ``alpha`` / ``rounding_mode`` leave shapes alone): where ``b`` is a
+    number, a one-element tensor, or a tensor of ``a``'s shape, strides and dtype, and ``a`` is a
+    floating-point tensor (no type promotion beyond ``a``'s dtype)."""
+    if not isinstance(a, torch.Tensor) or not a.is_floating_point():
+        return None
+    if isinstance(b, torch.Tensor):
+        same = b.shape == a.shape and b.stride() == a.stride() and b.dtype == a.dtype
+        if not same and not (b.dim() == 0 and b.is_floating_point()):
+            return None
+    elif not isinstance(b, (int, float)) or isinstance(b, bool):
+        return None
+    return _like(a)
+
+
+def _in_place(a: Any, b: Any = None, *_: Any, **__: Any) -> torch.Tensor | None:
+    """``a.op_(b)`` on a floating-point ``a`` where ``b`` is absent, a number, or a tensor of ``a``'s shape
+    and dtype or one element: the result is ``a`` itself."""
+    if not isinstance(a, torch.Tensor) or not a.is_floating_point():
+        return None
+    if isinstance(b, torch.Tensor) and not (
+        (b.shape == a.shape and b.dtype == a.dtype) or (b.dim() == 0 and b.is_floating_point())
+    ):
+        return None
+    return a
+
+
+def _convolution(x: torch.Tensor, weight: torch.Tensor, *_: Any) -> None:
+    """PyTorch's meta kernel gives a contiguous output where the CPU kernel keeps the channels-last layout
+    of its input or weight: such a convolution is run for real."""
+    if any(suggest_memory_format(t) != torch.contiguous_format for t in (x, weight)):
+        raise NeedsValues("a channels-last convolution: the meta kernel's layout is not the CPU kernel's")
+
+
+def _unary(x: Any, *_: Any, **__: Any) -> torch.Tensor | None:
+    return _like(x) if isinstance(x, torch.Tensor) and x.is_floating_point() else None
+
+
+def _softmax(
+    x: torch.Tensor, dim: int, half_to_float: bool = False, *_: Any, **__: Any
+) -> torch.Tensor | None:
+    if half_to_float or not x.is_floating_point():
+        return None
+    return _contiguous(x.shape, x.dtype)  # the CPU kernel's output is contiguous whatever the input
+
+
+def _batch_norm_eval(
+    x: torch.Tensor, weight: Any, bias: Any, mean: Any, var: Any, training: bool, *_: Any
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """``native_batch_norm`` with ``training=False``: the CPU kernel saves no statistics (size 0)."""
+    out = None if training else _like(x)
+    return None if out is None else (out, _contiguous((0,), x.dtype), _contiguous((0,), x.dtype))
+
+
+def _batch_norm_no_training(x: torch.Tensor, *args: Any) -> Any:
+    return _batch_norm_eval(x, None, None, None, None, False)
+
+
+def _layer_norm(
+    x: torch.Tensor, shape: list[int], *_: Any
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    if x.dtype not in (torch.float32, torch.float64) or tuple(x.shape[x.dim() - len(shape) :]) != tuple(
+        shape
+    ):
+        return None
+    stats = (*x.shape[: x.dim() - len(shape)], *(1 for _ in shape))
+    return _contiguous(x.shape, x.dtype), _contiguous(stats, x.dtype), _contiguous(stats, x.dtype)
+
+
+def _matmul(out_shape: Callable[..., tuple[int, ...] | None]) -> Callable[..., torch.Tensor | None]:
+    def run(*args: Any, **kwargs: Any) -> torch.Tensor | None:
+        tensors = [a for a in args if isinstance(a, torch.Tensor)]
+        if len({t.dtype for t in tensors}) != 1 or not tensors[0].is_floating_point():
+            return None
+        shape = out_shape(*tensors)
+        return None if shape is None else _contiguous(shape, tensors[0].dtype)
+
+    return run
+
+
+def _mm_shape(a: torch.Tensor, b: torch.Tensor) -> tuple[int, ...] | None:
+    ok = a.dim() == b.dim() == 2 and a.shape[1] == b.shape[0]
+    return (a.shape[0], b.shape[1]) if ok else None
+
+
+def _addmm_shape(bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> tuple[int, ...] | None:
+    shape = _mm_shape(a, b)
+    fits = (
+        shape is not None
+        and bias.dim() <= 2
+        and all(s in (1, n) for s, n in zip(bias.shape[::-1], shape[::-1], strict=False))
+    )
+    return shape if fits else None
+
+
+def _bmm_shape(a: torch.Tensor, b: torch.Tensor) -> tuple[int, ...] | None:
+    ok = a.dim() == b.dim() == 3 and a.shape[0] == b.shape[0] and a.shape[2] == b.shape[1]
+    return (a.shape[0], a.shape[1], b.shape[2]) if ok else None
+
+
+def _cat(tensors: list[torch.Tensor], dim: int = 0) -> torch.Tensor | None:
+    """Concatenation of tensors of one rank, dtype and dense layout (the output takes that layout)."""
+    first = tensors[0]
+    dim = dim % first.dim() if first.dim() else 0
+    if first.dim() == 0 or any(
+        t.dim() != first.dim() or t.dtype != first.dtype or t.numel() == 0 for t in tensors
+    ):
+        return None
+    if any(
+        t.shape[:dim] != first.shape[:dim] or t.shape[dim + 1 :] != first.shape[dim + 1 :] for t in tensors
+    ):
+        return None
+    shape = (*first.shape[:dim], sum(t.shape[dim] for t in tensors), *first.shape[dim + 1 :])
+    channels_last = [t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) for t in tensors]
+    contiguous = [t.is_contiguous() for t in tensors]
+    if all(contiguous) and not any(channels_last):
+        return _contiguous(shape, first.dtype)
+    if all(channels_last) and not any(contiguous):
+        return torch.empty(shape, dtype=first.dtype, device=META).contiguous(
+            memory_format=torch.channels_last
+        )
+    return None  # mixed or ambiguous layouts (a 4-D tensor with one channel or 1×1 pixels): PyTorch's kernel
+
+
+_UNARY = (
+    aten.relu.default, aten.gelu.default, aten.silu.default, aten.sigmoid.default, aten.tanh.default,
+    aten.hardtanh.default, aten.hardswish.default, aten.hardsigmoid.default, aten.leaky_relu.default,
+    aten.elu.default, aten.mish.default, aten.neg.default, aten.exp.default, aten.rsqrt.default,
+    aten.sqrt.default,
+)  # fmt: skip
+_IN_PLACE = (
+    aten.relu_.default, aten.hardtanh_.default, aten.silu_.default, aten.hardswish_.default,
+    aten.hardsigmoid_.default, aten.leaky_relu_.default, aten.elu_.default, aten.sigmoid_.default,
+    aten.add_.Tensor, aten.add_.Scalar, aten.mul_.Tensor, aten.mul_.Scalar, aten.sub_.Tensor,
+    aten.div_.Tensor, aten.div_.Scalar,
+)  # fmt: skip
+_BINARY = (
+    aten.add.Tensor, aten.add.Scalar, aten.sub.Tensor, aten.mul.Tensor, aten.mul.Scalar,
+    aten.div.Tensor, aten.div.Scalar,
+)  # fmt: skip
+_FAST: dict[torch._ops.OpOverload, Callable[..., Any]] = {
+    **dict.fromkeys(_UNARY, _unary),
+    **dict.fromkeys(_IN_PLACE, _in_place),
+    **dict.fromkeys(_BINARY, _elementwise),
+    aten.clone.default: lambda x, memory_format=None: (
+        _like(x) if memory_format in (None, torch.preserve_format) else None
+    ),
+    aten._softmax.default: _softmax,
+    aten._safe_softmax.default: lambda x, dim, dtype=None: None if dtype is not None else _softmax(x, dim),
+    aten.native_batch_norm.default: _batch_norm_eval,
+    aten._native_batch_norm_legit_no_training.default: _batch_norm_no_training,
+    aten.native_layer_norm.default: _layer_norm,
+    aten.mm.default: _matmul(_mm_shape),
+    aten.addmm.default: lambda bias, a, b, **kw: _matmul(_addmm_shape)(bias, a, b),
+    aten.bmm.default: _matmul(_bmm_shape),
+    aten.cat.default: _cat,
+    aten.convolution.default: _convolution,  # None: PyTorch's meta kernel, where it agrees with the CPU's
+}
