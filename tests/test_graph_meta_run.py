@@ -119,6 +119,21 @@ _CASES: dict[str, tuple[Any, Callable[[], tuple[Any, ...]], dict[str, Any]]] = {
         lambda: (_dense(1, 4, 6, 6), _dense(8, 4, 3, 3), None, *_CONV),
         {},
     ),
+    "convolution strided grouped": (
+        aten.convolution.default,
+        lambda: (_dense(2, 8, 9, 7), _dense(6, 4, 3, 2), _dense(6), [2, 3], [1, 0], [1, 2], False, [0, 0], 2),
+        {},
+    ),
+    "convolution 1d dilated": (
+        aten.convolution.default,
+        lambda: (_dense(2, 3, 11), _dense(5, 3, 3), None, [1], [2], [3], False, [0], 1),
+        {},
+    ),
+    "convolution transposed": (
+        aten.convolution.default,
+        lambda: (_dense(2, 4, 5, 5), _dense(4, 3, 2, 2), None, [2, 2], [0, 0], [1, 1], True, [0, 0], 1),
+        {},
+    ),
     "convolution of a channel slice": (
         aten.convolution.default,
         lambda: (_dense(2, 8, 6, 6)[:, 4:], _dense(8, 4, 1, 1), None, *_CONV),

@@ -284,11 +284,36 @@ def _in_place(a: Any, b: Any = None, *_: Any, **__: Any) -> torch.Tensor | None:
     return a
 
 
-def _convolution(x: torch.Tensor, weight: torch.Tensor, *_: Any) -> None:
-    """PyTorch's meta kernel gives a contiguous output where the CPU kernel keeps the channels-last layout
+def _convolution(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: Any,
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    transposed: bool,
+    output_padding: list[int],
+    groups: int,
+) -> torch.Tensor | None:
+    """A plain (not transposed) convolution of operands in the standard layout: its output is too.
+    PyTorch's meta kernel gives a contiguous output where the CPU kernel keeps the channels-last layout
     of its input or weight: such a convolution is run for real."""
     if any(suggest_memory_format(t) != torch.contiguous_format for t in (x, weight)):
         raise NeedsValues("a channels-last convolution: the meta kernel's layout is not the CPU kernel's")
+    if (
+        transposed
+        or x.dim() != weight.dim()
+        or x.shape[1] != weight.shape[1] * groups
+        or x.dtype != weight.dtype
+    ):
+        return None
+    spatial = [
+        (n + 2 * p - d * (k - 1) - 1) // s + 1
+        for n, k, s, p, d in zip(x.shape[2:], weight.shape[2:], stride, padding, dilation, strict=True)
+    ]
+    return (
+        None if min(spatial, default=1) < 1 else _contiguous((x.shape[0], weight.shape[0], *spatial), x.dtype)
+    )
 
 
 def _unary(x: Any, *_: Any, **__: Any) -> torch.Tensor | None:
@@ -413,5 +438,5 @@ _FAST: dict[torch._ops.OpOverload, Callable[..., Any]] = {
     aten.addmm.default: lambda bias, a, b, **kw: _matmul(_addmm_shape)(bias, a, b),
     aten.bmm.default: _matmul(_bmm_shape),
     aten.cat.default: _cat,
-    aten.convolution.default: _convolution,  # None: PyTorch's meta kernel, where it agrees with the CPU's
+    aten.convolution.default: _convolution,
 }
