@@ -82,6 +82,13 @@ _CASES: dict[str, tuple[Any, Callable[[], tuple[Any, ...]], dict[str, Any]]] = {
     "add mixed layouts": (aten.add.Tensor, lambda: (_cl(2, 4, 3, 5), _dense(2, 4, 3, 5)), {}),
     "add broadcast": (aten.add.Tensor, lambda: (_dense(2, 4, 3), _dense(3)), {}),
     "mul number": (aten.mul.Tensor, lambda: (_dense(2, 4), torch.tensor(0.5, dtype=torch.float64)), {}),
+    "mul broadcast both ways": (aten.mul.Tensor, lambda: (_dense(2, 1, 3), _dense(4, 1)), {}),
+    "mul broadcast transposed": (aten.mul.Tensor, lambda: (_t(2, 3, 4), _dense(3)), {}),
+    "add broadcast int": (aten.add.Tensor, lambda: (_dense(2, 3), torch.arange(3)), {}),
+    "pow": (aten.pow.Tensor_Scalar, lambda: (_cl(2, 4, 3, 5), 2), {}),
+    "mean keepdim": (aten.mean.dim, lambda: (_dense(2, 5, 4), [-1], True), {}),
+    "mean pooled": (aten.mean.dim, lambda: (_dense(2, 4, 3, 5), [-1, -2]), {}),
+    "mean channels last": (aten.mean.dim, lambda: (_cl(2, 4, 3, 5), [-1, -2], True), {}),
     "mul scalar": (aten.mul.Scalar, lambda: (_t(2, 4, 3), 0.5), {}),
     "mul int by float": (aten.mul.Scalar, lambda: (torch.arange(6), 0.5), {}),
     "div half by float": (aten.div.Tensor, lambda: (_dense(2, 3).half(), _dense(2, 3)), {}),
@@ -159,6 +166,12 @@ def test_each_op_gets_the_shapes_strides_and_dtypes_of_the_real_kernel(name: str
     described = [[(t.shape, t.dtype, _strides(t)) for t in outputs] for outputs in (shaped, real)]
     assert described[0] == described[1]
     assert all(t.is_meta for t in shaped)
+
+
+def test_shapes_that_do_not_broadcast_fail_as_for_real() -> None:
+    a, b = _dense(2, 3), _dense(3, 1, 2)
+    with pytest.raises(RuntimeError, match="broadcast"):
+        MetaRunner([a, b], torch.device("cpu"))(aten.mul.Tensor, (a, b), {})
 
 
 def _meta_in_place(func: Any, args: tuple) -> list[Any]:

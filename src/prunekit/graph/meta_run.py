@@ -258,18 +258,42 @@ def _contiguous(shape: Iterable[int], dtype: torch.dtype) -> torch.Tensor:
 
 
 def _elementwise(a: Any, b: Any, *_: Any, **__: Any) -> torch.Tensor | None:
-    """``a ∘ b`` (add, sub, mul, div; ``alpha`` / ``rounding_mode`` leave shapes alone): where ``b`` is a
-    number, a one-element tensor, or a tensor of ``a``'s shape, strides and dtype, and ``a`` is a
-    floating-point tensor (no type promotion beyond ``a``'s dtype)."""
+    """``a ∘ b`` (add, sub, mul, div, pow; ``alpha`` / ``rounding_mode`` leave shapes alone), no type
+    promotion: ``a`` a floating-point tensor, ``b`` a number or a tensor of ``a``'s dtype (or a
+    floating-point one-element tensor). Of ``a``'s shape, strides and dtype: ``a``'s layout; broadcast
+    where every tensor is contiguous: contiguous."""
     if not isinstance(a, torch.Tensor) or not a.is_floating_point():
         return None
-    if isinstance(b, torch.Tensor):
-        same = b.shape == a.shape and b.stride() == a.stride() and b.dtype == a.dtype
-        if not same and not (b.dim() == 0 and b.is_floating_point()):
-            return None
-    elif not isinstance(b, (int, float)) or isinstance(b, bool):
+    if not isinstance(b, torch.Tensor):
+        return None if isinstance(b, bool) or not isinstance(b, (int, float)) else _like(a)
+    if b.shape == a.shape and b.stride() == a.stride() and b.dtype == a.dtype:
+        return _like(a)
+    if b.dim() == 0 and b.is_floating_point():
+        return _like(a)
+    if b.dtype != a.dtype or not (a.is_contiguous() and b.is_contiguous()):
         return None
-    return _like(a)
+    shape = _broadcast(a.shape, b.shape)
+    return None if shape is None else _contiguous(shape, a.dtype)
+
+
+def _broadcast(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The broadcast shape of ``a`` and ``b``; None where they do not broadcast."""
+    rank = max(len(a), len(b))
+    a, b = (1,) * (rank - len(a)) + tuple(a), (1,) * (rank - len(b)) + tuple(b)
+    if any(x != y and 1 not in (x, y) for x, y in zip(a, b, strict=True)):
+        return None
+    return tuple(y if x == 1 else x for x, y in zip(a, b, strict=True))
+
+
+def _mean(
+    x: torch.Tensor, dims: list[int] | None, keepdim: bool = False, dtype: Any = None
+) -> torch.Tensor | None:
+    """``x.mean(dims, keepdim)`` of a contiguous floating-point ``x``: contiguous."""
+    if dtype is not None or not dims or not x.is_floating_point() or not x.is_contiguous() or x.dim() == 0:
+        return None
+    reduced = {d % x.dim() for d in dims}
+    shape = [1 if d in reduced else n for d, n in enumerate(x.shape)]
+    return _contiguous(shape if keepdim else [n for d, n in enumerate(x.shape) if d not in reduced], x.dtype)
 
 
 def _in_place(a: Any, b: Any = None, *_: Any, **__: Any) -> torch.Tensor | None:
@@ -420,7 +444,7 @@ _IN_PLACE = (
 )  # fmt: skip
 _BINARY = (
     aten.add.Tensor, aten.add.Scalar, aten.sub.Tensor, aten.mul.Tensor, aten.mul.Scalar,
-    aten.div.Tensor, aten.div.Scalar,
+    aten.div.Tensor, aten.div.Scalar, aten.pow.Tensor_Scalar, aten.pow.Tensor_Tensor,
 )  # fmt: skip
 _FAST: dict[torch._ops.OpOverload, Callable[..., Any]] = {
     **dict.fromkeys(_UNARY, _unary),
@@ -438,5 +462,6 @@ _FAST: dict[torch._ops.OpOverload, Callable[..., Any]] = {
     aten.addmm.default: lambda bias, a, b, **kw: _matmul(_addmm_shape)(bias, a, b),
     aten.bmm.default: _matmul(_bmm_shape),
     aten.cat.default: _cat,
+    aten.mean.dim: _mean,
     aten.convolution.default: _convolution,
 }

@@ -1,4 +1,5 @@
-"""Record one real forward pass as a list of ATen ops with exact shapes.
+"""Record one forward pass as a list of ATen ops with exact shapes (by default with the weights as
+shape-only stand-ins, :mod:`.meta_run`; the real forward where that cannot run).
 
 Why a ``TorchDispatchMode`` recording and not ``torch.export`` or ``torch.fx``: measured on ResNet-50
 (2 cores, batch 1), ``torch.export(strict=False)`` takes ~2.3 s on a first call, ``torch.fx`` fails
