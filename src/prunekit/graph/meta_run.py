@@ -162,21 +162,22 @@ _SDPA_SIGNATURE = inspect.signature(_sdpa)
 _DATA_CONSTRUCTORS = (torch.tensor, torch.as_tensor, torch.asarray)
 
 
-def snapshot(model: nn.Module) -> list[tuple[dict[str, Any], dict[str, dict]]]:
-    """Each module's attributes and the contents of its dict attributes (``_buffers``, caches), shallow:
-    what :func:`restore` puts back after a meta forward that may have stored meta tensors in them."""
+Snapshot = list[tuple[dict[str, Any], dict[str, Any], dict[str, dict]]]
+
+
+def snapshot(model: nn.Module) -> Snapshot:
+    """Each module's attributes (its live ``vars``, a shallow copy) and a copy of each of its dict
+    attributes (``_buffers``, caches): what :func:`restore` puts back after a forward on stand-ins."""
     return [
-        (vars(m), {k: dict(v) for k, v in vars(m).items() if type(v) in _DICTS})
+        (vars(m), dict(vars(m)), {k: dict(v) for k, v in vars(m).items() if type(v) is dict})
         for m in model.modules()
-        if vars(m)
     ]
 
 
-def restore(saved: list[tuple[dict[str, Any], dict[str, dict]]], attrs: list[dict[str, Any]]) -> bool:
-    """Put every module's attributes back as :func:`snapshot` found them (``attrs``: copies of the
-    ``vars`` dicts taken with the snapshot); return whether anything had changed."""
+def restore(saved: Snapshot) -> bool:
+    """Put every module's attributes back as :func:`snapshot` found them; return whether any had changed."""
     changed = False
-    for (live, dicts), before in zip(saved, attrs, strict=True):
+    for live, before, dicts in saved:
         if live.keys() != before.keys() or any(live[k] is not v for k, v in before.items()):
             live.clear()
             live.update(before)
@@ -190,7 +191,6 @@ def restore(saved: list[tuple[dict[str, Any], dict[str, dict]]], attrs: list[dic
     return changed
 
 
-_DICTS = (dict,)
 _MOVE_OPTIONS = frozenset(("device", "dtype", "layout", "memory_format", "non_blocking", "pin_memory"))
 
 

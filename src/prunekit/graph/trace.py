@@ -188,13 +188,12 @@ def trace_model(
     args, kwargs = _split_inputs(example_inputs)
     if shapes_only:
         state = snapshot(model)
-        attrs = [dict(live) for live, _ in state]
         try:
             trace = _record(model, args, kwargs, foreign, shapes_only=True)
         except Exception:  # values needed (or the forward fails: the real run says how)
             trace = None
         finally:
-            changed = restore(state, attrs)
+            changed = restore(state)
         # A forward that stores what it computed (a weight-norm hook's weight, a cache) is run for real,
         # as is one that reached attention's math path, which real tensors may not take (a fused kernel
         # called from inside another torch function, as nn.MultiheadAttention does).
@@ -214,20 +213,22 @@ def _record(
     shapes_only: bool,
 ) -> Trace:
     trace = Trace(shapes_only=shapes_only)
-    heavy = [*model.parameters(), *model.buffers(), *(foreign or {}).values()]
-    device = next((t.device for t in (*heavy, *_leaves((args, kwargs)))), torch.device("cpu"))
-    runner = MetaRunner(heavy, device) if shapes_only else None
+    weights = [("param", n, t) for n, t in model.named_parameters()]
+    weights += [("buffer", n, t) for n, t in model.named_buffers()]
+    weights += [("foreign", n, t) for n, t in (foreign or {}).items()]
+    inputs = _leaves((args, kwargs))
+    device = next((t.device for *_, t in weights), inputs[0].device if inputs else torch.device("cpu"))
+    runner = MetaRunner([t for *_, t in weights], device) if shapes_only else None
     recorder = _Recorder(trace, [], runner)
-    for name, param in model.named_parameters():
-        recorder.add(param, ("param", name))
-    for name, buf in model.named_buffers():
-        recorder.add(buf, ("buffer", name))
-    for leaf in _leaves((args, kwargs)):
+    for kind, name, tensor in weights:
+        if kind != "foreign":
+            recorder.add(tensor, (kind, name))
+    for leaf in inputs:
         if id(leaf) not in recorder.nodes:
             recorder.add(leaf, ("input", ""))
-    for name, tensor in (foreign or {}).items():
-        if id(tensor) not in recorder.nodes:
-            recorder.add(tensor, ("foreign", name))
+    for kind, name, tensor in weights:
+        if kind == "foreign" and id(tensor) not in recorder.nodes:
+            recorder.add(tensor, (kind, name))
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
