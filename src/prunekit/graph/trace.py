@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import weakref
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -213,26 +213,24 @@ def _record(
     shapes_only: bool,
 ) -> Trace:
     trace = Trace(shapes_only=shapes_only)
-    weights = [("param", n, t) for n, t in model.named_parameters()]
-    weights += [("buffer", n, t) for n, t in model.named_buffers()]
-    weights += [("foreign", n, t) for n, t in (foreign or {}).items()]
-    inputs = _leaves((args, kwargs))
-    device = next((t.device for *_, t in weights), inputs[0].device if inputs else torch.device("cpu"))
-    runner = MetaRunner([t for *_, t in weights], device) if shapes_only else None
+    own = [("param", n, t) for n, t in model.named_parameters()]
+    own += [("buffer", n, t) for n, t in model.named_buffers()]
+    others, inputs = dict(foreign or {}), _leaves((args, kwargs))
+    device = next((t.device for *_, t in own), inputs[0].device if inputs else torch.device("cpu"))
+    runner = MetaRunner([*(t for *_, t in own), *others.values()], device) if shapes_only else None
     recorder = _Recorder(trace, [], runner)
-    for kind, name, tensor in weights:
-        if kind != "foreign":
-            recorder.add(tensor, (kind, name))
+    for kind, name, tensor in own:
+        recorder.add(tensor, (kind, name))
     for leaf in inputs:
         if id(leaf) not in recorder.nodes:
             recorder.add(leaf, ("input", ""))
-    for kind, name, tensor in weights:
-        if kind == "foreign" and id(tensor) not in recorder.nodes:
-            recorder.add(tensor, (kind, name))
+    for name, tensor in others.items():
+        if id(tensor) not in recorder.nodes:
+            recorder.add(tensor, ("foreign", name))
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        calls = _calls(device, shapes_only)
+        calls = MetaCalls(device) if shapes_only else nullcontext()
         with _eval(model), _module_stack(model, recorder), torch.no_grad(), calls, recorder:
             result = model(*args, **kwargs)
     except Exception as error:  # the user's forward: say so, and what it was given
@@ -311,10 +309,6 @@ def _leaves(value: Any, objects: bool = False, seen: set[int] | None = None) -> 
     else:
         return []
     return [t for v in items for t in _leaves(v, objects, seen)]
-
-
-def _calls(device: torch.device, shapes_only: bool) -> AbstractContextManager[Any]:
-    return MetaCalls(device) if shapes_only else nullcontext()
 
 
 @contextmanager
