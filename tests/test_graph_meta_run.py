@@ -4,6 +4,9 @@ back to the real forward wherever it cannot, and leave the model as it found it.
 from __future__ import annotations
 
 import copy
+import itertools
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -12,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prunekit.graph.meta_run import MetaRunner
+from prunekit.graph.meta_run import MetaRunner, _channels_last_strides
 from prunekit.graph.trace import Trace, trace_model
 from structured_zoo import HF_ZOO, ZOO, build, hf_inputs
 
@@ -200,6 +203,50 @@ def test_a_convolution_in_channels_last_runs_for_real() -> None:
     model = nn.Sequential(nn.Conv2d(4, 8, 3), nn.BatchNorm2d(8)).to(memory_format=torch.channels_last)
     x = torch.randn(1, 4, 6, 6).contiguous(memory_format=torch.channels_last)
     _assert_same_recording(model, x, shapes_only=False)
+
+
+def _layouts() -> list[torch.Tensor]:
+    """Tensors of every 4-d and 5-d memory order, with sizes of 1 (where layouts coincide), expanded
+    (stride 0) and sliced dims, and empty ones."""
+    found = []
+    for shape in itertools.product((1, 2, 3), repeat=4):
+        for order in itertools.permutations(range(4)):
+            x = torch.empty([shape[d] for d in order]).permute(*(order.index(d) for d in range(4)))
+            found += [x, x[:, :, ::2], x.expand(2, *shape[1:]) if shape[0] == 1 else x[::2]]
+            found += [x.expand(shape[0], 3, *shape[2:])] if shape[1] == 1 else []
+    for order in itertools.permutations(range(5)):
+        found.append(torch.empty(2, 3, 1, 4, 5).permute(*order))
+    empty = [torch.empty(2, 3, 0, 5), torch.empty(2, 0, 4, 5)]
+    empty += [t.contiguous(memory_format=torch.channels_last) for t in empty]
+    return [*found, *empty, torch.empty(3, 4)]
+
+
+def test_the_channels_last_rule_is_pytorchs() -> None:
+    from torch._prims_common import suggest_memory_format  # imports sympy: what the rule avoids
+
+    layouts = _layouts()
+    differ = [
+        (tuple(x.shape), x.stride())
+        for x in layouts
+        if _channels_last_strides(x) != (suggest_memory_format(x) != torch.contiguous_format)
+    ]
+    assert not differ and sum(map(_channels_last_strides, layouts)) > 100
+
+
+def test_graph_and_prune_import_nothing_heavy_on_a_first_call() -> None:
+    # torch._prims_common's layout helpers import sympy: ~0.4 s on a first prune in a fresh process
+    code = (
+        "import sys, torch\n"
+        "from torch import nn\n"
+        "from prunekit.graph import DependencyGraph\n"
+        "from prunekit.plan import apply_plan, build_plan\n"
+        "model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 1))\n"
+        "graph = DependencyGraph.build(model, torch.randn(1, 3, 8, 8))\n"
+        "apply_plan(model, build_plan(model, graph, 0.5))\n"
+        "print(graph.trace.shapes_only, sorted(m for m in ('sympy', 'torch._dynamo') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["True", "[]"]
 
 
 class _ReadsAWeight(nn.Module):
