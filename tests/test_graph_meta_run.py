@@ -233,6 +233,28 @@ def test_the_channels_last_rule_is_pytorchs() -> None:
     assert not differ and sum(map(_channels_last_strides, layouts)) > 100
 
 
+class _RecordsItsMode(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5), nn.Linear(4, 4))
+        self.seen: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(self.body[1].training)
+        return self.body(x)
+
+
+@pytest.mark.parametrize("shapes_only", [True, False])
+def test_the_forward_runs_in_eval_mode_and_each_module_keeps_its_mode(shapes_only: bool) -> None:
+    model = _RecordsItsMode().train()
+    model.body[2].eval()  # a frozen layer in a training model
+    trace_model(model, torch.randn(2, 4), shapes_only=shapes_only)
+    assert model.seen == [False] and [m.training for m in model.modules()] == [True, True, True, True, False]
+    model.eval()
+    trace_model(model, torch.randn(2, 4), shapes_only=shapes_only)
+    assert not any(m.training for m in model.modules())
+
+
 def test_graph_and_prune_import_nothing_heavy_on_a_first_call() -> None:
     # torch._prims_common's layout helpers import sympy: ~0.4 s on a first prune in a fresh process
     code = (

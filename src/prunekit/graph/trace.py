@@ -313,13 +313,16 @@ def _leaves(value: Any, objects: bool = False, seen: set[int] | None = None) -> 
 
 @contextmanager
 def _eval(model: nn.Module) -> Iterator[None]:
-    modes = {m: m.training for m in model.modules()}
-    model.eval()
+    """``model`` in eval mode (``model.eval()``, so overrides of ``train`` run), then each module's mode
+    as it was; nothing is called where every module is already in eval mode."""
+    training = [m for m in model.modules() if m.training]
+    if training:
+        model.eval()
     try:
         yield
     finally:
-        for module, mode in modes.items():
-            module.training = mode
+        for module in training:
+            module.training = True
 
 
 @contextmanager
