@@ -270,7 +270,7 @@ def test_the_forward_runs_in_eval_mode_and_each_module_keeps_its_mode(shapes_onl
 
 
 def test_graph_and_prune_import_nothing_heavy_on_a_first_call() -> None:
-    # torch._prims_common's layout helpers import sympy: ~0.4 s on a first prune in a fresh process
+    # torch._prims_common's layout helpers import sympy: ~0.35 s on a first prune in a fresh process
     code = (
         "import sys, torch\n"
         "from torch import nn\n"
