@@ -473,7 +473,7 @@ _FAST: dict[torch._ops.OpOverload, Callable[..., Any]] = {
     aten._native_batch_norm_legit_no_training.default: _batch_norm_no_training,
     aten.native_layer_norm.default: _layer_norm,
     aten.mm.default: _matmul(_mm_shape),
-    aten.addmm.default: lambda bias, a, b, **kw: _matmul(_addmm_shape)(bias, a, b),
+    aten.addmm.default: _matmul(_addmm_shape),  # beta and alpha (keyword-only) leave the shape alone
     aten.bmm.default: _matmul(_bmm_shape),
     aten.cat.default: _cat,
     aten.mean.dim: _mean,

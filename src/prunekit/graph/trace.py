@@ -98,15 +98,13 @@ class _Recorder(TorchDispatchMode):
     def add(self, tensor: torch.Tensor, source: tuple[str, str] | None = None) -> int:
         node = len(self.trace.shapes)
         self.trace.shapes.append(tuple(tensor.shape))
-        key = id(tensor)
-        self.nodes[key] = node
-        self.watchers.append(weakref.ref(tensor, lambda _, key=key, node=node: self._forget(key, node)))
+        self.alias(tensor, node)
         if source is not None:
             self.trace.sources[node] = source
         return node
 
     def alias(self, tensor: torch.Tensor, node: int) -> None:
-        """Record ``tensor`` as node ``node`` (a stand-in of that node's tensor)."""
+        """Record ``tensor`` as node ``node`` (its own new node, or a stand-in of that node's tensor)."""
         key = id(tensor)
         self.nodes[key] = node
         self.watchers.append(weakref.ref(tensor, lambda _, key=key, node=node: self._forget(key, node)))
