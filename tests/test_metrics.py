@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,6 +16,7 @@ from prunekit.metrics import (
     nonzero_bytes,
     sparse_macs,
 )
+from structured_zoo import HF_ZOO, ZOO, build, hf_inputs
 
 
 class Tiny(nn.Module):
@@ -160,3 +164,47 @@ def test_measure_latency_reports_percentiles_and_restores_threads() -> None:
 def test_measure_latency_rejects_bad_counts(kwargs: dict, name: str) -> None:
     with pytest.raises(ValueError, match=name):
         measure_latency(Tiny(), inputs(), **kwargs)
+
+
+def _reference_macs(model: nn.Module, inputs: object) -> tuple[int, dict[str, int]]:
+    """Total MACs and those of every leaf module, by PyTorch's FlopCounterMode (fast path off)."""
+    from prunekit.metrics import _sdpa_cpu_flops
+
+    args, kwargs = ((), inputs) if isinstance(inputs, dict) else ((inputs,), {})
+    sdpa = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    counter = FlopCounterMode(display=False, custom_mapping={sdpa: _sdpa_cpu_flops})
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with torch.no_grad(), counter:
+            model.eval()(*args, **kwargs)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(True)
+    root = type(model).__name__ + "."
+    leaves = {n for n, m in model.named_modules() if n and not any(True for _ in m.children())}
+    per_leaf = {
+        name[len(root) :]: sum(ops.values()) // 2
+        for name, ops in counter.get_flop_counts().items()
+        if name[len(root) :] in leaves and name.startswith(root)
+    }
+    return counter.get_total_flops() // 2, {n: c for n, c in per_leaf.items() if c}
+
+
+@pytest.mark.parametrize("name", [*sorted(ZOO), *sorted(HF_ZOO)])
+def test_layer_macs_equal_pytorchs_flop_counter(name: str) -> None:
+    torch.manual_seed(0)
+    model, inputs = (HF_ZOO[name]().eval(), hf_inputs(name)) if name in HF_ZOO else build(name)
+    total, leaves = _reference_macs(model, inputs)
+    macs = layer_macs(model, inputs)
+    assert sum(macs.values()) == total > 0
+    assert {n: c for n, c in macs.items() if n in leaves} == leaves
+
+
+def test_layer_macs_do_not_import_dynamo() -> None:
+    # FlopCounterMode's first forward imports torch._dynamo (1.1 s in a fresh process)
+    code = (
+        "import sys, torch\n"
+        "from prunekit.metrics import layer_macs\n"
+        "print(layer_macs(torch.nn.Linear(4, 3), torch.randn(2, 4)), 'torch._dynamo' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["{'':", "24}", "False"]  # 2 · 4 · 3
