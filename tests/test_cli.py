@@ -263,3 +263,13 @@ def test_a_model_spec_that_builds_nothing_is_a_clear_error(tmp_path, monkeypatch
     assert main([*args, "--ratio", "0.5"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("prunekit prune: error:") and message in err
+
+
+def test_the_command_line_imports_no_plotting_library_until_it_draws():
+    # matplotlib costs ~0.4 s of every command's start; only report writing needs it
+    import subprocess
+    import sys
+
+    code = "import sys, prunekit.cli; print('matplotlib' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

@@ -12,13 +12,14 @@ import io
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING
 
 from ._tables import compared_measures
 from .record import ChannelChange, Curve, LayerSparsity, ModelMeasures, RunRecord
+
+if TYPE_CHECKING:  # matplotlib itself is imported where a figure is made: every command-line call
+    from matplotlib.axes import Axes  # imports this module, and matplotlib takes ~0.4 s
+    from matplotlib.figure import Figure
 
 DPI = 100
 WIDTH_IN = 9.0
@@ -83,7 +84,7 @@ def plot_measures(before: ModelMeasures, after: ModelMeasures) -> bytes:
     ax.set_yticks(list(rows), [m.label for m in shown])
     ax.set_xlim(0, 1.45 * max([100.0, *after_pct]))
     _finish_bars(ax, "after, as % of before")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def plot_layer_sparsity(layers: Sequence[LayerSparsity]) -> bytes:
@@ -99,7 +100,7 @@ def plot_layer_sparsity(layers: Sequence[LayerSparsity]) -> bytes:
     ax.set_yticks(list(rows), [_short(layer.name) for layer in layers], fontsize=_tick_size(len(layers)))
     ax.set_xlim(0, 100)
     _finish_bars(ax, "sparsity (% of weights removed)")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def plot_plan(plan: Sequence[ChannelChange]) -> bytes:
@@ -110,12 +111,12 @@ def plot_plan(plan: Sequence[ChannelChange]) -> bytes:
     ax.barh(rows, [c.after for c in plan], height=0.7, color=_AFTER, label="after")
     ax.set_yticks(rows, [_short(c.layer) for c in plan], fontsize=_tick_size(len(plan)))
     _finish_bars(ax, "channels")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def plot_curve(curve: Curve) -> bytes:
     """Every series of a curve as a line with markers; log x axis when ``curve.log_x``."""
-    fig = Figure(figsize=(WIDTH_IN, 5.0), dpi=DPI, layout="constrained")
+    fig = new_figure(5.0)
     ax = fig.add_subplot()
     for name, points in curve.series.items():
         xs, ys = zip(*points, strict=True) if points else ((), ())
@@ -128,13 +129,13 @@ def plot_curve(curve: Curve) -> bytes:
     ax.grid(True, alpha=0.3)
     if curve.series:
         ax.legend(fontsize=8)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def _bar_figure(rows: int) -> tuple[Figure, Axes]:
     """A figure tall enough for ``rows`` horizontal bars (about 0.22 inch each, capped)."""
     height = min(1.6 + 0.22 * max(rows, 3), _MAX_HEIGHT_IN)
-    fig = Figure(figsize=(WIDTH_IN, height), dpi=DPI, layout="constrained")
+    fig = new_figure(height)
     return fig, fig.add_subplot()
 
 
@@ -164,7 +165,17 @@ def _slug(title: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:40] or "curve"
 
 
-def _png(fig: Figure) -> bytes:
+def new_figure(height_in: float) -> Figure:
+    """An empty report-width figure ``height_in`` inches tall, on no canvas yet."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(WIDTH_IN, height_in), dpi=DPI, layout="constrained")
+
+
+def png_bytes(fig: Figure) -> bytes:
+    """``fig`` drawn on its own Agg canvas as PNG bytes (no timestamp metadata: same figure, same bytes)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     buffer = io.BytesIO()
     FigureCanvasAgg(fig).print_png(buffer, metadata={"Software": None})
     return buffer.getvalue()

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import base64
-import io
 import json
 from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 from typing import Any
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-
 from ..reporting.html import CSP
-from ..reporting.plots import DPI, WIDTH_IN
+from ..reporting.plots import new_figure, png_bytes
 from .grid import value_text
 from .table import SEED, Table, mean_std, metric_names, show
 
@@ -41,7 +37,7 @@ def plot_metric(keys: Sequence[str], agg: Table, metric: str) -> bytes:
             continue
         label = ", ".join(f"{k}={value_text(row[k])}" for k in series_keys) or metric
         lines.setdefault(label, []).append((100 * x, y, row.get(f"{metric}_std") or 0.0))
-    fig = Figure(figsize=(WIDTH_IN, 5.0), dpi=DPI, layout="constrained")
+    fig = new_figure(5.0)
     ax = fig.add_subplot()
     for label, points in lines.items():
         xs, ys, errs = zip(*sorted(points), strict=True)
@@ -52,9 +48,7 @@ def plot_metric(keys: Sequence[str], agg: Table, metric: str) -> bytes:
     ax.grid(True, alpha=0.3)
     if lines:
         ax.legend(fontsize=8)
-    buffer = io.BytesIO()
-    FigureCanvasAgg(fig).print_png(buffer, metadata={"Software": None})
-    return buffer.getvalue()
+    return png_bytes(fig)
 
 
 def primary_metric(runs: Table, keys: Sequence[str]) -> str | None:
