@@ -29,6 +29,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .meta_run import MetaCalls, MetaRunner, NeedsValues, restore, snapshot
+from .shortcuts import PLAIN_TENSORS, Call, Shortcut, shortcut_for
 
 ExampleInputs = Any  # a tensor, a tuple of positional inputs, or a mapping of keyword inputs
 
@@ -170,6 +171,7 @@ def trace_model(
     example_inputs: ExampleInputs,
     foreign: Mapping[str, torch.Tensor] | None = None,
     shapes_only: bool = True,
+    shortcuts: bool = True,
 ) -> Trace:
     """Run ``model`` once (eval mode, no grad) on ``example_inputs`` and record every ATen op.
 
@@ -180,6 +182,8 @@ def trace_model(
     ``shapes_only``: first try the forward with the weights as shape-only stand-ins (see
     :mod:`.meta_run`; the module state it changes is put back); where it needs values, or with
     ``shapes_only=False``, record the real forward. ``Trace.shapes_only`` says which one it is.
+    ``shortcuts``: in the shape-only run, hand common layers' ops to the recording directly (see
+    :mod:`.shortcuts`; the same trace, faster); False runs every layer's own forward.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -187,7 +191,7 @@ def trace_model(
     if shapes_only:
         state = snapshot(model)
         try:
-            trace = _record(model, args, kwargs, foreign, shapes_only=True)
+            trace = _record(model, args, kwargs, foreign, True, shortcuts)
         except Exception:  # values needed (or the forward fails: the real run says how)
             trace = None
         finally:
@@ -209,6 +213,7 @@ def _record(
     kwargs: dict[str, Any],
     foreign: Mapping[str, torch.Tensor] | None,
     shapes_only: bool,
+    shortcuts: bool = False,
 ) -> Trace:
     trace = Trace(shapes_only=shapes_only)
     own = [("param", n, t) for n, t in model.named_parameters()]
@@ -229,7 +234,8 @@ def _record(
     torch.backends.mha.set_fastpath_enabled(False)
     try:
         calls = MetaCalls(device) if shapes_only else nullcontext()
-        with _eval(model), _module_stack(model, recorder), torch.no_grad(), calls, recorder:
+        stack = _module_stack(model, recorder, shortcuts and shapes_only)
+        with _eval(model), stack, torch.no_grad(), calls, recorder:
             result = model(*args, **kwargs)
     except Exception as error:  # the user's forward: say so, and what it was given
         raise ForwardError(
@@ -324,9 +330,13 @@ def _eval(model: nn.Module) -> Iterator[None]:
 
 
 @contextmanager
-def _module_stack(model: nn.Module, recorder: _Recorder) -> Iterator[None]:
+def _module_stack(model: nn.Module, recorder: _Recorder, shortcuts: bool = False) -> Iterator[None]:
     """Keep ``recorder.stack`` = names of the modules whose forward is running, innermost last, and
-    record each module's first tensor input and tensor output (first call) in the trace."""
+    record each module's first tensor input and tensor output (first call) in the trace.
+
+    With ``shortcuts`` (and no global module hooks or other modes that would see the calls), a layer
+    with a :func:`.shortcuts.shortcut_for` runs as a ``forward`` set on the instance that hands its
+    ops to the recorder directly, and keeps the stack itself; the others get forward hooks."""
     stack, trace = recorder.stack, recorder.trace
 
     def enter(name: str) -> Callable[..., None]:
@@ -345,8 +355,38 @@ def _module_stack(model: nn.Module, recorder: _Recorder) -> Iterator[None]:
 
         return hook
 
-    handles = []
+    call = _direct_call(recorder)
+
+    def shortcut_forward(name: str, module: nn.Module, shortcut: Shortcut) -> Callable[..., Any]:
+        before, after, forward = enter(name), leave(name), type(module).forward
+
+        def run(*args: Any, **kwargs: Any) -> Any:
+            before(module, args)
+            output = None
+            try:
+                x = args[0] if len(args) == 1 and not kwargs else None
+                if type(x) in PLAIN_TENSORS and _only_recording_modes():
+                    function_mode = torch._C._pop_torch_function_stack()  # its checks read sizes: no
+                    try:  # torch-function call per read, and ops run as under the dispatcher
+                        output = shortcut(call, module, x)
+                    finally:
+                        torch._C._push_on_torch_function_stack(function_mode)
+                if output is None:
+                    output = forward(module, *args, **kwargs)
+            finally:
+                after(module, args, output)
+            return output
+
+        return run
+
+    handles, shortcut_modules = [], []
+    shortcuts = shortcuts and _nothing_else_sees_calls()
     for name, module in model.named_modules():
+        shortcut = shortcut_for(module) if shortcuts else None
+        if shortcut is not None:
+            module.__dict__["forward"] = shortcut_forward(name, module, shortcut)
+            shortcut_modules.append(module)
+            continue
         handles.append(module.register_forward_pre_hook(enter(name)))
         handles.append(module.register_forward_hook(leave(name), always_call=True))
     try:
@@ -354,3 +394,38 @@ def _module_stack(model: nn.Module, recorder: _Recorder) -> Iterator[None]:
     finally:
         for handle in handles:
             handle.remove()
+        for module in shortcut_modules:
+            del module.__dict__["forward"]
+
+
+def _nothing_else_sees_calls() -> bool:
+    """No global module hook and no torch-function or dispatch mode is active: nothing but the recording
+    would see the calls a shortcut skips."""
+    hooks = nn.modules.module
+    return not (
+        hooks._global_forward_pre_hooks
+        or hooks._global_forward_hooks
+        or hooks._global_backward_hooks
+        or hooks._global_backward_pre_hooks
+        or torch._C._len_torch_function_stack()
+        or torch._C._len_torch_dispatch_stack()
+    )
+
+
+def _only_recording_modes() -> bool:
+    """The recording's two modes are the only ones active (the forward pushed none of its own)."""
+    return torch._C._len_torch_function_stack() == 1 and torch._C._len_torch_dispatch_stack() == 1
+
+
+def _direct_call(recorder: _Recorder) -> Call:
+    """Hand one ATen op to ``recorder`` as PyTorch's dispatcher would: with the recorder off the dispatch
+    mode stack while it runs (the caller has taken the torch-function mode off its stack)."""
+
+    def call(func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        mode = torch._C._pop_torch_dispatch_stack(None)
+        try:
+            return recorder.__torch_dispatch__(func, (), args, kwargs)
+        finally:
+            torch._C._push_on_torch_dispatch_stack(mode)
+
+    return call
