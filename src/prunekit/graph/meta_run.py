@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import operator
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -50,8 +51,7 @@ class MetaRunner:
         self.error: BaseException | None = None
 
     def __call__(self, func: torch._ops.OpOverload, args: tuple, kwargs: dict[str, Any]) -> Any:
-        tensors = _tensors((*args, *kwargs.values()))
-        if not any(t.is_meta or id(t) in self.heavy for t in tensors):
+        if not self._stands_in(args) and not (kwargs and self._stands_in(kwargs.values())):
             if kwargs.get("device") == META:
                 kwargs = {**kwargs, "device": self.device}
             return func(*args, **kwargs)
@@ -61,8 +61,9 @@ class MetaRunner:
             for written in _written(func, args, kwargs):
                 if not written.is_meta:  # a real tensor (or a weight) the forward changes in place
                     raise NeedsValues(f"aten.{func.__name__} writes a real tensor in place")
-            meta_args = tuple(_swap(a, self._twin) for a in args)
-            meta_kwargs = {k: _swap(v, self._twin) for k, v in kwargs.items()}
+            twin = self._twin
+            meta_args = tuple([_swap(a, twin) if type(a) in (list, tuple) else twin(a) for a in args])
+            meta_kwargs = {k: _swap(v, twin) for k, v in kwargs.items()} if kwargs else kwargs
             if "device" in meta_kwargs:
                 meta_kwargs["device"] = META
             fast = _FAST.get(func)
@@ -71,6 +72,16 @@ class MetaRunner:
         except Exception as error:
             self.error = self.error or error
             raise
+
+    def _stands_in(self, values: Iterable[Any]) -> bool:
+        """Whether a tensor among ATen arguments ``values`` (lists one deep: ``cat``'s ``Tensor[]``) is
+        meta or a weight."""
+        heavy = self.heavy
+        for value in values:
+            for t in value if isinstance(value, (list, tuple)) else (value,):
+                if isinstance(t, torch.Tensor) and (t.is_meta or id(t) in heavy):
+                    return True
+        return False
 
     def device_move(
         self, func: torch._ops.OpOverload, args: tuple, kwargs: dict[str, Any]
@@ -177,17 +188,26 @@ def restore(saved: Snapshot) -> bool:
     """Put every module's attributes back as :func:`snapshot` found them; return whether any had changed."""
     changed = False
     for live, before, dicts in saved:
-        if live.keys() != before.keys() or any(live[k] is not v for k, v in before.items()):
+        if not _same(live, before):
             live.clear()
             live.update(before)
             changed = True
         for key, content in dicts.items():
             current = live[key]
-            if current.keys() != content.keys() or any(current[k] is not v for k, v in content.items()):
+            if not _same(current, content):
                 current.clear()
                 current.update(content)
                 changed = True
     return changed
+
+
+def _same(live: dict[str, Any], before: dict[str, Any]) -> bool:
+    """The same keys in the same order, each holding the same object (compared in C: ``map``)."""
+    return (
+        len(live) == len(before)
+        and all(map(operator.is_, live.values(), before.values()))
+        and all(map(operator.eq, live, before))
+    )
 
 
 _MOVE_OPTIONS = frozenset(("device", "dtype", "layout", "memory_format", "non_blocking", "pin_memory"))

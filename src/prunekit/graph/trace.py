@@ -137,9 +137,13 @@ class _Recorder(TorchDispatchMode):
                 self.alias(same, self.ref(args[0]).node)
             return same
         out = func(*args, **kwargs) if self.runner is None else self.runner(func, args, kwargs)
-        in_args = tuple(_refs(a, self.ref) for a in args)
-        in_kwargs = {k: _refs(v, self.ref) for k, v in kwargs.items()}
-        outs = tuple(Ref(self.add(t)) if isinstance(t, torch.Tensor) else t for t in _flat(out))
+        ref = self.ref
+        in_args = tuple([_refs(a, ref) if type(a) in (list, tuple) else ref(a) for a in args])
+        in_kwargs = {k: _refs(v, ref) for k, v in kwargs.items()} if kwargs else {}
+        if isinstance(out, torch.Tensor):
+            outs: tuple[Any, ...] = (Ref(self.add(out)),)
+        else:
+            outs = tuple([Ref(self.add(t)) if isinstance(t, torch.Tensor) else t for t in _flat(out)])
         module = self.stack[-1] if self.stack else ""
         self.trace.ops.append(Op(func, in_args, in_kwargs, outs, module))
         return out
