@@ -164,6 +164,8 @@ def _check_own_weights(got: Trace, modules: Mapping[str, str]) -> None:
     """Refuse a pruned copy whose forward computes with the original model's tensors (a lambda or closure
     made in ``__init__`` over a submodule: ``copy.deepcopy`` keeps it pointing at the original)."""
     foreign = {node: name for node, (kind, name) in got.sources.items() if kind == "foreign"}
+    if not foreign:  # pruned in place, or the forward reached no tensor of the original
+        return
     for op in got.ops:
         used = next((a.node for a in tensor_args(op) if a.node in foreign), None)
         if used is not None:
