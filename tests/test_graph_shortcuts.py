@@ -200,3 +200,19 @@ def test_a_layer_given_wrong_channels_fails_with_its_own_error() -> None:
     with pytest.raises(ForwardError, match="running_mean should contain 4 elements not 5"):
         trace_model(net, torch.randn(1, 3, 6, 6))
     assert all("forward" not in vars(m) for m in net.modules())
+
+
+def test_a_forward_the_model_sets_on_a_layer_while_it_runs_is_kept() -> None:
+    class Patches(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.act = nn.ReLU()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.act(x)
+            self.act.forward = torch.sigmoid  # e.g. a library swapping a layer's forward on first call
+            return y
+
+    model = Patches()
+    trace_model(model, torch.randn(2, 3))
+    assert vars(model.act)["forward"] is torch.sigmoid

@@ -388,8 +388,8 @@ def _module_stack(model: nn.Module, recorder: _Recorder, shortcuts: bool = False
     for name, module in model.named_modules():
         shortcut = shortcut_for(module) if shortcuts else None
         if shortcut is not None:
-            module.__dict__["forward"] = shortcut_forward(name, module, shortcut)
-            shortcut_modules.append(module)
+            module.__dict__["forward"] = forward = shortcut_forward(name, module, shortcut)
+            shortcut_modules.append((module, forward))
             continue
         handles.append(module.register_forward_pre_hook(enter(name)))
         handles.append(module.register_forward_hook(leave(name), always_call=True))
@@ -398,8 +398,9 @@ def _module_stack(model: nn.Module, recorder: _Recorder, shortcuts: bool = False
     finally:
         for handle in handles:
             handle.remove()
-        for module in shortcut_modules:
-            del module.__dict__["forward"]
+        for module, forward in shortcut_modules:
+            if module.__dict__.get("forward") is forward:  # not one the model's code set meanwhile
+                del module.__dict__["forward"]
 
 
 def _nothing_else_sees_calls() -> bool:
