@@ -338,7 +338,7 @@ def _module_stack(model: nn.Module, recorder: _Recorder, shortcuts: bool = False
     """Keep ``recorder.stack`` = names of the modules whose forward is running, innermost last, and
     record each module's first tensor input and tensor output (first call) in the trace.
 
-    With ``shortcuts`` (and no global module hooks or other modes that would see the calls), a layer
+    With ``shortcuts`` (and no global module hook; no other mode active at the call), a layer
     with a :func:`.shortcuts.shortcut_for` runs as a ``forward`` set on the instance that hands its
     ops to the recorder directly, and keeps the stack itself; the others get forward hooks."""
     stack, trace = recorder.stack, recorder.trace
@@ -384,7 +384,7 @@ def _module_stack(model: nn.Module, recorder: _Recorder, shortcuts: bool = False
         return run
 
     handles, shortcut_modules = [], []
-    shortcuts = shortcuts and _nothing_else_sees_calls()
+    shortcuts = shortcuts and _no_global_module_hooks()
     for name, module in model.named_modules():
         shortcut = shortcut_for(module) if shortcuts else None
         if shortcut is not None:
@@ -403,17 +403,15 @@ def _module_stack(model: nn.Module, recorder: _Recorder, shortcuts: bool = False
                 del module.__dict__["forward"]
 
 
-def _nothing_else_sees_calls() -> bool:
-    """No global module hook and no torch-function or dispatch mode is active: nothing but the recording
-    would see the calls a shortcut skips."""
+def _no_global_module_hooks() -> bool:
+    """No global module hook would see the layer calls a shortcut skips (another torch-function or
+    dispatch mode is checked at each call: :func:`_only_recording_modes`)."""
     hooks = nn.modules.module
     return not (
         hooks._global_forward_pre_hooks
         or hooks._global_forward_hooks
         or hooks._global_backward_hooks
         or hooks._global_backward_pre_hooks
-        or torch._C._len_torch_function_stack()
-        or torch._C._len_torch_dispatch_stack()
     )
 
 
