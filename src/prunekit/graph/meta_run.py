@@ -56,19 +56,22 @@ class MetaRunner:
                 kwargs = {**kwargs, "device": self.device}
             return func(*args, **kwargs)
         try:
-            if func.overloadpacket in _DATA_DEPENDENT:
+            data_dependent, spots, fast = _facts(func)
+            if data_dependent:
                 raise NeedsValues(f"aten.{func.__name__} reads values")
-            for written in _written(func, args, kwargs):
+            for written in _written(spots, args, kwargs):
                 if not written.is_meta:  # a real tensor (or a weight) the forward changes in place
                     raise NeedsValues(f"aten.{func.__name__} writes a real tensor in place")
+            # a fast rule reads only shapes, strides and dtypes (the same on a tensor and its stand-in)
+            out = None if fast is None else fast(*args, **kwargs)
+            if out is not None:
+                return out
             twin = self._twin
             meta_args = tuple([_swap(a, twin) if type(a) in (list, tuple) else twin(a) for a in args])
             meta_kwargs = {k: _swap(v, twin) for k, v in kwargs.items()} if kwargs else kwargs
             if "device" in meta_kwargs:
                 meta_kwargs["device"] = META
-            fast = _FAST.get(func)
-            out = None if fast is None else fast(*meta_args, **meta_kwargs)
-            return func(*meta_args, **meta_kwargs) if out is None else out
+            return func(*meta_args, **meta_kwargs)
         except Exception as error:
             self.error = self.error or error
             raise
@@ -230,19 +233,26 @@ def _swap(value: Any, twin: Callable[[Any], Any]) -> Any:
     return twin(value)
 
 
-_WRITTEN: dict[torch._ops.OpOverload, tuple[tuple[int, str], ...]] = {}
+Spots = tuple[tuple[int, str], ...]  # (position, name) of the arguments an op writes into
+_FACTS: dict[int, tuple[torch._ops.OpOverload, tuple[bool, Spots, Callable[..., Any] | None]]] = {}
 
 
-def _written(func: torch._ops.OpOverload, args: tuple, kwargs: dict[str, Any]) -> list[torch.Tensor]:
-    """The tensors ``func`` writes into (``self`` of ``add_``, ``out=``)."""
-    spots = _WRITTEN.get(func)
-    if spots is None:
+def _facts(func: torch._ops.OpOverload) -> tuple[bool, Spots, Callable[..., Any] | None]:
+    """Whether ``func`` reads values, the arguments it writes into and its fast shape rule, looked up by
+    ``id`` (an ``OpOverload`` hashes in Python; the entry holds ``func``, so the ``id`` stays its own)."""
+    entry = _FACTS.get(id(func))
+    if entry is None:
         spots = tuple(
             (i, a.name)
             for i, a in enumerate(func._schema.arguments)
             if a.alias_info is not None and a.alias_info.is_write
         )
-        _WRITTEN[func] = spots
+        entry = _FACTS[id(func)] = (func, (func.overloadpacket in _DATA_DEPENDENT, spots, _FAST.get(func)))
+    return entry[1]
+
+
+def _written(spots: Spots, args: tuple, kwargs: dict[str, Any]) -> list[torch.Tensor]:
+    """The tensors at ``spots`` (:func:`_facts`) that an op writes into (``self`` of ``add_``, ``out=``)."""
     found = []
     for i, name in spots:
         found.extend(_tensors((args[i] if i < len(args) else kwargs.get(name),)))

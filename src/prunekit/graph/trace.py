@@ -93,16 +93,18 @@ class _Recorder(TorchDispatchMode):
         self.trace = trace
         self.stack = stack
         self.nodes: dict[int, int] = {}
+        self.refs: list[Ref] = []  # by node: one Ref per node, shared by every op that reads it
         self.watchers: list[weakref.ref] = []
         self.runner = runner
 
-    def add(self, tensor: torch.Tensor, source: tuple[str, str] | None = None) -> int:
-        node = len(self.trace.shapes)
+    def add(self, tensor: torch.Tensor, source: tuple[str, str] | None = None) -> Ref:
+        node = len(self.refs)
         self.trace.shapes.append(tuple(tensor.shape))
+        self.refs.append(ref := Ref(node))
         self.alias(tensor, node)
         if source is not None:
             self.trace.sources[node] = source
-        return node
+        return ref
 
     def alias(self, tensor: torch.Tensor, node: int) -> None:
         """Record ``tensor`` as node ``node`` (its own new node, or a stand-in of that node's tensor)."""
@@ -118,11 +120,12 @@ class _Recorder(TorchDispatchMode):
         if not isinstance(value, torch.Tensor):
             return value
         node = self.nodes.get(id(value))
-        if node is None:
-            node = self.add(value, ("constant", ""))
-            if value.numel() == 1 and value.device.type != "meta":
-                self.trace.scalars[node] = value.item()
-        return Ref(node)
+        if node is not None:
+            return self.refs[node]
+        ref = self.add(value, ("constant", ""))
+        if value.numel() == 1 and value.device.type != "meta":
+            self.trace.scalars[ref.node] = value.item()
+        return ref
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         kwargs = kwargs or {}
@@ -141,9 +144,9 @@ class _Recorder(TorchDispatchMode):
         in_args = tuple([_refs(a, ref) if type(a) in (list, tuple) else ref(a) for a in args])
         in_kwargs = {k: _refs(v, ref) for k, v in kwargs.items()} if kwargs else {}
         if isinstance(out, torch.Tensor):
-            outs: tuple[Any, ...] = (Ref(self.add(out)),)
+            outs: tuple[Any, ...] = (self.add(out),)
         else:
-            outs = tuple([Ref(self.add(t)) if isinstance(t, torch.Tensor) else t for t in _flat(out)])
+            outs = tuple([self.add(t) if isinstance(t, torch.Tensor) else t for t in _flat(out)])
         module = self.stack[-1] if self.stack else ""
         self.trace.ops.append(Op(func, in_args, in_kwargs, outs, module))
         return out
