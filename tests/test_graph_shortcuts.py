@@ -4,6 +4,8 @@ module attribution), and any case a shortcut does not cover must run the layer's
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 from typing import Any
 
 import pytest
@@ -216,3 +218,52 @@ def test_a_forward_the_model_sets_on_a_layer_while_it_runs_is_kept() -> None:
     model = Patches()
     trace_model(model, torch.randn(2, 3))
     assert vars(model.act)["forward"] is torch.sigmoid
+
+
+_signatures: list[str] = []
+
+
+class _Child(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > 2:
+            raise ValueError("too many rows")
+        return torch.relu(self.lin(x)) * 2
+
+
+class _CallsForward(nn.Module):
+    """Calls its child's ``forward`` directly, reads its signature, and catches the child's error."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.child = _Child()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _signatures.append(str(inspect.signature(self.child.forward)))
+        with contextlib.suppress(ValueError):
+            self.child(x.repeat(2, 1))
+        return self.child.forward(x) + 1
+
+
+def test_a_forward_called_directly_or_failing_keeps_the_module_attribution() -> None:
+    """Modules without hooks keep the stack in a ``forward`` set on the instance: a forward called
+    directly is its module's (in the shape-only and the real recording alike), ``inspect`` sees the
+    module's own signature, and a forward that raises leaves the stack as it found it."""
+    _signatures.clear()
+    model, x = _CallsForward(), torch.randn(2, 4)
+    real = trace_model(model, x, shapes_only=False)
+    for trace in (_assert_same(model, x), real):
+        assert [(op.name, op.module) for op in trace.ops] == [
+            ("repeat", ""),
+            ("t", "child.lin"),
+            ("addmm", "child.lin"),
+            ("relu", "child"),
+            ("mul", "child"),
+            ("add", ""),
+        ]
+        assert set(trace.module_outputs) == {"", "child", "child.lin"}
+    own = str(inspect.signature(_Child().forward))  # (x: torch.Tensor) -> torch.Tensor
+    assert _signatures == [own] * 3

@@ -18,6 +18,7 @@ forward, from page faults on fresh memory). An in-place op gives its result a ne
 from __future__ import annotations
 
 import dataclasses
+import types
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
@@ -341,9 +342,11 @@ def _module_stack(model: nn.Module, recorder: _Recorder, shortcuts: bool = False
     """Keep ``recorder.stack`` = names of the modules whose forward is running, innermost last, and
     record each module's first tensor input and tensor output (first call) in the trace.
 
-    With ``shortcuts`` (and no global module hook; no other mode active at the call), a layer
-    with a :func:`.shortcuts.shortcut_for` runs as a ``forward`` set on the instance that hands its
-    ops to the recorder directly, and keeps the stack itself; the others get forward hooks."""
+    Without a global module hook, a module with no hooks of its own runs as a ``forward`` set on the
+    instance that keeps the stack itself (PyTorch's call then takes its path without hooks, and a
+    forward called directly, ``self.block.forward(x)``, is its module's too); with ``shortcuts``, a
+    layer with a :func:`.shortcuts.shortcut_for` there hands its ops to the recorder directly (where no
+    other mode is active at the call). The other modules get forward hooks."""
     stack, trace = recorder.stack, recorder.trace
 
     def enter(name: str) -> Callable[..., None]:
@@ -364,14 +367,14 @@ def _module_stack(model: nn.Module, recorder: _Recorder, shortcuts: bool = False
 
     call = _direct_call(recorder)
 
-    def shortcut_forward(name: str, module: nn.Module, shortcut: Shortcut) -> Callable[..., Any]:
+    def wrapped_forward(name: str, module: nn.Module, shortcut: Shortcut | None) -> Callable[..., Any]:
         before, after, forward = enter(name), leave(name), type(module).forward
 
         def run(*args: Any, **kwargs: Any) -> Any:
             before(module, args)
             output = None
             try:
-                x = args[0] if len(args) == 1 and not kwargs else None
+                x = args[0] if shortcut is not None and len(args) == 1 and not kwargs else None
                 if type(x) in PLAIN_TENSORS and _only_recording_modes():
                     function_mode = torch._C._pop_torch_function_stack()  # its checks read sizes: no
                     try:  # torch-function call per read, and ops run as under the dispatcher
@@ -384,15 +387,16 @@ def _module_stack(model: nn.Module, recorder: _Recorder, shortcuts: bool = False
                 after(module, args, output)
             return output
 
+        run.__wrapped__ = forward.__get__(module)  # type: ignore[attr-defined]  # its signature
         return run
 
-    handles, shortcut_modules = [], []
-    shortcuts = shortcuts and _no_global_module_hooks()
+    handles, wrapped = [], []
+    wrap = _no_global_module_hooks()
     for name, module in model.named_modules():
-        shortcut = shortcut_for(module) if shortcuts else None
-        if shortcut is not None:
-            module.__dict__["forward"] = forward = shortcut_forward(name, module, shortcut)
-            shortcut_modules.append((module, forward))
+        if wrap and _hook_free(module):
+            shortcut = shortcut_for(module) if shortcuts else None
+            module.__dict__["forward"] = forward = wrapped_forward(name, module, shortcut)
+            wrapped.append((module, forward))
             continue
         handles.append(module.register_forward_pre_hook(enter(name)))
         handles.append(module.register_forward_hook(leave(name), always_call=True))
@@ -401,14 +405,24 @@ def _module_stack(model: nn.Module, recorder: _Recorder, shortcuts: bool = False
     finally:
         for handle in handles:
             handle.remove()
-        for module, forward in shortcut_modules:
+        for module, forward in wrapped:
             if module.__dict__.get("forward") is forward:  # not one the model's code set meanwhile
                 del module.__dict__["forward"]
 
 
+def _hook_free(module: nn.Module) -> bool:
+    """No hooks of its own and no ``forward`` set on the instance; its class's ``forward`` a Python
+    function (not a scripted module's)."""
+    if "forward" in module.__dict__ or not isinstance(type(module).forward, types.FunctionType):
+        return False
+    if module._forward_pre_hooks or module._forward_hooks or module._backward_hooks:
+        return False
+    return not (module._backward_pre_hooks or isinstance(module, torch.jit.ScriptModule))
+
+
 def _no_global_module_hooks() -> bool:
-    """No global module hook would see the layer calls a shortcut skips (another torch-function or
-    dispatch mode is checked at each call: :func:`_only_recording_modes`)."""
+    """No global module hook would see a module called without hooks, or the layer calls a shortcut
+    skips (another torch-function or dispatch mode is checked at each call: :func:`_only_recording_modes`)."""
     hooks = nn.modules.module
     return not (
         hooks._global_forward_pre_hooks
