@@ -267,3 +267,24 @@ def test_a_forward_called_directly_or_failing_keeps_the_module_attribution() -> 
         assert set(trace.module_outputs) == {"", "child", "child.lin"}
     own = str(inspect.signature(_Child().forward))  # (x: torch.Tensor) -> torch.Tensor
     assert _signatures == [own] * 3
+
+
+def test_sources_name_each_tensor_as_named_parameters_and_named_buffers_do() -> None:
+    """A tied weight and a module held under two names are recorded once, under their first name."""
+    shared = nn.BatchNorm1d(4)
+    model = nn.ModuleDict({"a": nn.Linear(4, 4), "b": nn.Linear(4, 4), "n1": shared, "n2": shared}).eval()
+    model["b"].weight = model["a"].weight
+
+    class Run(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = model
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.body["n2"](self.body["b"](self.body["a"](x)))
+
+    net = Run()
+    trace = trace_model(net, torch.randn(3, 4))
+    want = [("param", n) for n, _ in net.named_parameters()] + [("buffer", n) for n, _ in net.named_buffers()]
+    assert [s for s in trace.sources.values() if s[0] in ("param", "buffer")] == want
+    assert ("param", "body.b.weight") not in want and ("buffer", "body.n2.running_mean") not in want

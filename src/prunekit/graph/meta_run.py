@@ -178,12 +178,12 @@ _DATA_CONSTRUCTORS = (torch.tensor, torch.as_tensor, torch.asarray)
 Snapshot = list[tuple[dict[str, Any], dict[str, Any], dict[str, dict]]]
 
 
-def snapshot(model: nn.Module) -> Snapshot:
+def snapshot(modules: Iterable[nn.Module]) -> Snapshot:
     """Each module's attributes (its live ``vars``, a shallow copy) and a copy of each of its dict
-    attributes (``_buffers``, caches): what :func:`restore` puts back after a forward on stand-ins."""
+    attributes (``_buffers``, caches): what :func:`restore` puts back after a forward on stand-ins.
+    ``modules``: every module of the model (``model.modules()``)."""
     return [
-        (vars(m), dict(vars(m)), {k: dict(v) for k, v in vars(m).items() if type(v) is dict})
-        for m in model.modules()
+        (vars(m), dict(vars(m)), {k: dict(v) for k, v in vars(m).items() if type(v) is dict}) for m in modules
     ]
 
 

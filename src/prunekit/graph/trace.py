@@ -196,10 +196,11 @@ def trace_model(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     args, kwargs = _split_inputs(example_inputs)
+    modules = list(model.named_modules())  # one walk for every use below
     if shapes_only:
-        state = snapshot(model)
+        state = snapshot(m for _, m in modules)
         try:
-            trace = _record(model, args, kwargs, foreign, True, shortcuts)
+            trace = _record(model, modules, args, kwargs, foreign, True, shortcuts)
         except Exception:  # values needed (or the forward fails: the real run says how)
             trace = None
         finally:
@@ -209,7 +210,7 @@ def trace_model(
         # called from inside another torch function, as nn.MultiheadAttention does).
         if trace is not None and not changed and not any(op.func is _MATH_ATTENTION for op in trace.ops):
             return trace
-    return _record(model, args, kwargs, foreign, shapes_only=False)
+    return _record(model, modules, args, kwargs, foreign, shapes_only=False)
 
 
 _MATH_ATTENTION = torch.ops.aten._safe_softmax.default
@@ -217,6 +218,7 @@ _MATH_ATTENTION = torch.ops.aten._safe_softmax.default
 
 def _record(
     model: nn.Module,
+    modules: list[tuple[str, nn.Module]],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     foreign: Mapping[str, torch.Tensor] | None,
@@ -224,8 +226,7 @@ def _record(
     shortcuts: bool = False,
 ) -> Trace:
     trace = Trace(shapes_only=shapes_only)
-    own = [("param", n, t) for n, t in model.named_parameters()]
-    own += [("buffer", n, t) for n, t in model.named_buffers()]
+    own = _own_tensors(modules)
     others, inputs = dict(foreign or {}), _leaves((args, kwargs))
     device = next((t.device for *_, t in own), inputs[0].device if inputs else torch.device("cpu"))
     runner = MetaRunner([*(t for *_, t in own), *others.values()], device) if shapes_only else None
@@ -242,8 +243,8 @@ def _record(
     torch.backends.mha.set_fastpath_enabled(False)
     try:
         calls = MetaCalls(device) if shapes_only else nullcontext()
-        stack = _module_stack(model, recorder, shortcuts and shapes_only)
-        with _eval(model), stack, torch.no_grad(), calls, recorder:
+        stack = _module_stack(modules, recorder, shortcuts and shapes_only)
+        with _eval(model, modules), stack, torch.no_grad(), calls, recorder:
             result = model(*args, **kwargs)
     except Exception as error:  # the user's forward: say so, and what it was given
         raise ForwardError(
@@ -323,11 +324,27 @@ def _leaves(value: Any, objects: bool = False, seen: set[int] | None = None) -> 
     return [t for v in items for t in _leaves(v, objects, seen)]
 
 
+def _own_tensors(modules: list[tuple[str, nn.Module]]) -> list[tuple[str, str, torch.Tensor]]:
+    """``(kind, name, tensor)`` of every parameter, then every buffer, of ``modules`` (a model's
+    ``named_modules()``): as ``named_parameters()`` and ``named_buffers()`` list them (a tensor held
+    twice under its first name only), read from the list already walked."""
+    own = []
+    for kind, attribute in (("param", "_parameters"), ("buffer", "_buffers")):
+        seen: set[int] = set()
+        for prefix, module in modules:
+            for local, tensor in getattr(module, attribute).items():
+                if tensor is not None and id(tensor) not in seen:
+                    seen.add(id(tensor))
+                    own.append((kind, f"{prefix}.{local}" if prefix else local, tensor))
+    return own
+
+
 @contextmanager
-def _eval(model: nn.Module) -> Iterator[None]:
-    """``model`` in eval mode (``model.eval()``, so overrides of ``train`` run), then each module's mode
-    as it was; nothing is called where every module is already in eval mode."""
-    training = [m for m in model.modules() if m.training]
+def _eval(model: nn.Module, modules: list[tuple[str, nn.Module]]) -> Iterator[None]:
+    """``model`` (of ``modules``, its ``named_modules()``) in eval mode (``model.eval()``, so overrides
+    of ``train`` run), then each module's mode as it was; nothing is called where every module is
+    already in eval mode."""
+    training = [m for _, m in modules if m.training]
     if training:
         model.eval()
     try:
@@ -338,7 +355,9 @@ def _eval(model: nn.Module) -> Iterator[None]:
 
 
 @contextmanager
-def _module_stack(model: nn.Module, recorder: _Recorder, shortcuts: bool = False) -> Iterator[None]:
+def _module_stack(
+    modules: list[tuple[str, nn.Module]], recorder: _Recorder, shortcuts: bool = False
+) -> Iterator[None]:
     """Keep ``recorder.stack`` = names of the modules whose forward is running, innermost last, and
     record each module's first tensor input and tensor output (first call) in the trace.
 
@@ -392,7 +411,7 @@ def _module_stack(model: nn.Module, recorder: _Recorder, shortcuts: bool = False
 
     handles, wrapped = [], []
     wrap = _no_global_module_hooks()
-    for name, module in model.named_modules():
+    for name, module in modules:
         if wrap and _hook_free(module):
             shortcut = shortcut_for(module) if shortcuts else None
             module.__dict__["forward"] = forward = wrapped_forward(name, module, shortcut)
