@@ -375,6 +375,8 @@ def _channels_last_strides(t: torch.Tensor) -> bool:
     first call)."""
     if t.dim() not in (4, 5) or t.stride(1) == 0:
         return False
+    if t.is_contiguous() and not t.is_contiguous(memory_format=_CHANNELS_LAST[t.dim()]):
+        return False  # dense in the standard layout only (both: C or H·W is one, the rule decides)
     smallest = 0
     for d in (1, 3, 2, 0) if t.dim() == 4 else (1, 4, 3, 2, 0):
         size, stride = t.shape[d], t.stride(d)
@@ -382,6 +384,9 @@ def _channels_last_strides(t: torch.Tensor) -> bool:
             return False
         smallest = stride * size
     return True
+
+
+_CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
 
 
 def _unary(x: Any, *_: Any, **__: Any) -> torch.Tensor | None:

@@ -58,12 +58,13 @@ def _without_defaults(func: torch._ops.OpOverload, *args: Any) -> tuple[Any, ...
 
 def _convolution(call: Call, m: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
     """``F.conv{1,2,3}d`` of a batched input with numeric padding: one ``aten.convolution``."""
-    if m.padding_mode != "zeros" or isinstance(m.padding, str) or x.dim() != m.weight.dim():
+    weight, bias = m.weight, m.bias
+    if m.padding_mode != "zeros" or isinstance(m.padding, str) or x.dim() != weight.dim():
         return None
-    if not _plain(m.weight, m.bias):
+    if not _plain(weight, bias):
         return None
     spatial = x.dim() - 2
-    args = (x, m.weight, m.bias, list(m.stride), list(m.padding), list(m.dilation), False, [0] * spatial)
+    args = (x, weight, bias, list(m.stride), list(m.padding), list(m.dilation), False, [0] * spatial)
     return call(aten.convolution.default, (*args, m.groups), {})
 
 
@@ -73,18 +74,18 @@ _BATCH_NORM_RANKS = {nn.BatchNorm1d: (2, 3), nn.BatchNorm2d: (4,), nn.BatchNorm3
 def _batch_norm(call: Call, m: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
     """An eval-mode BatchNorm with running statistics on CPU or meta: PyTorch's CPU path allocates an
     empty byte tensor (cuDNN's reserve) and calls ``aten.native_batch_norm``."""
-    mean, var = m.running_mean, m.running_var
+    weight, bias, mean, var = m.weight, m.bias, m.running_mean, m.running_var
     if m.training or mean is None or var is None or x.dim() not in _BATCH_NORM_RANKS[type(m)]:
         return None
-    if x.device.type not in ("cpu", "meta") or x.numel() == 0 or m.eps < 0 or not _plain(m.weight, m.bias):
+    if x.device.type not in ("cpu", "meta") or x.numel() == 0 or m.eps < 0 or not _plain(weight, bias):
         return None
     channels = x.shape[1]
-    if any(t is not None and t.numel() != channels for t in (m.weight, m.bias, mean, var)):
+    if any(t is not None and t.numel() != channels for t in (weight, bias, mean, var)):
         return None  # the forward's own error says what is wrong
     momentum = 0.0 if m.momentum is None else float(m.momentum)
     reserve = {"dtype": torch.uint8, "layout": torch.strided, "device": x.device}
     call(aten.empty.memory_format, ([0],), reserve)
-    args = (x, m.weight, m.bias, mean, var, False, momentum, float(m.eps))
+    args = (x, weight, bias, mean, var, False, momentum, float(m.eps))
     return call(aten.native_batch_norm.default, args, {})[0]
 
 
