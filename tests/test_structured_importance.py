@@ -9,7 +9,10 @@ import torch
 from torch import nn
 
 from prunekit.graph import IMPORTANCES, DependencyGraph, Group, group_scores
+from prunekit.graph import importance as importance_module
+from prunekit.graph.importance import shared_reductions
 from prunekit.plan import build_plan
+from structured_zoo import build
 
 NAN = float("nan")
 
@@ -123,3 +126,18 @@ def test_magnitude_reads_weights_not_batchnorm_running_statistics(importance: st
     assert scores.argsort().tolist() == [0, 1, 2]
     graph = DependencyGraph.build(model, torch.randn(1, 1, 4, 4))
     assert build_plan(model, graph, 0.34, importance).removals == {0: (0,)}
+
+
+@pytest.mark.parametrize("importance", ["l1", "l2"])
+def test_shared_reductions_give_each_groups_scores_as_alone(importance: str, monkeypatch) -> None:
+    """A weight's magnitudes formed once for its out- and in-channel groups score both as when each
+    group reduces it alone (weights over the chunk limit take the chunked path)."""
+    model, x = build("resnet18")
+    graph = DependencyGraph.build(model, x)
+    alone = [group_scores(model, g, importance) for g in graph.groups]
+    monkeypatch.setattr(importance_module, "_CHUNK", 64 * 64 * 9)  # the 128- and 256-wide convs: over it
+    with shared_reductions(graph.groups):
+        shared = [group_scores(model, g, importance) for g in graph.groups]
+    assert len(shared) == len(alone) > 5
+    for a, b in zip(alone, shared, strict=True):
+        torch.testing.assert_close(a, b)

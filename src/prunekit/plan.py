@@ -18,7 +18,7 @@ from ._checks import check_positive_int, check_sparsity
 from .graph.graph import DependencyGraph, Group, one_thread
 from .graph.hf import check_sliced_qkv, query_widths
 from .graph.hf_config import update_model
-from .graph.importance import IMPORTANCES, group_scores
+from .graph.importance import IMPORTANCES, group_scores, shared_reductions
 from .graph.modules import (
     handler_for,
     parametrized_module,
@@ -141,7 +141,7 @@ def build_plan(
     skip = set(ignore) if not isinstance(ignore, str) else {ignore}
     generator = generator if generator is not None else torch.Generator().manual_seed(0)  # one for all groups
     scored: dict[int, torch.Tensor] = {}
-    with one_thread():
+    with one_thread(), shared_reductions(graph.groups):
         for group in graph.groups:
             if skip.isdisjoint(group.modules()):
                 scores = group_scores(model, group, importance, reduction, normalize, generator)

@@ -8,7 +8,10 @@ normalises within the group so that scores of different groups can be ranked tog
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import numpy as np
 import torch
@@ -72,6 +75,24 @@ def _per_channel(group: Group, member: int, values: torch.Tensor) -> torch.Tenso
 def _power_sums(model: nn.Module, group: Group, member: int, power: int) -> torch.Tensor:
     """Σ |w|^power over every slice of the member dim, ``(dim size,)`` float32.
 
+    Within :func:`shared_reductions`, a tensor with several member dims (a conv weight's out and in
+    channels) of at most ``_CHUNK`` elements is raised to the power once for all of them.
+    """
+    m = group.members[member]
+    tensor = _tensor(model, m.tensor).detach()
+    memo = _SHARED.get()
+    if memo is None or tensor.dim() == 1 or tensor.numel() > _CHUNK or len(memo.dims[m.tensor]) < 2:
+        return _dim_power_sums(tensor, m.dim, power)
+    sums = memo.sums.get((m.tensor, power))
+    if sums is None:
+        powered = _power(tensor, power)
+        sums = memo.sums[m.tensor, power] = {d: _grid_sums(powered, d) for d in memo.dims[m.tensor]}
+    return sums[m.dim]
+
+
+def _dim_power_sums(tensor: torch.Tensor, dim: int, power: int) -> torch.Tensor:
+    """Σ |w|^power over every slice of ``dim`` of ``tensor``, ``(dim size,)`` float32.
+
     The tensor is viewed as (dims before, member dim, dims after), summed over the leading dims, then
     the trailing ones: contiguous reductions, no copy (dim 1 of a 512×512×3×3 conv weight: 0.6 ms on
     one thread, vs 2.4 ms summing over dims (0, 2, 3) at once and 2.8 ms with
@@ -79,15 +100,12 @@ def _power_sums(model: nn.Module, group: Group, member: int, power: int) -> torc
     large weights never allocate (and page-fault) a full-size temporary: ResNet-18's conv weights,
     both channel dims, in 5.4 ms instead of 7.6 ms.
     """
-    m = group.members[member]
-    tensor = _tensor(model, m.tensor).detach()
     if tensor.dim() == 1:  # biases, norm scales, running statistics
         return _power(tensor, power)
-    size = tensor.shape[m.dim]
-    grid = tensor.reshape(math.prod(tensor.shape[: m.dim]), size, -1)  # (before, size, after)
+    size = tensor.shape[dim]
+    grid = tensor.reshape(math.prod(tensor.shape[:dim]), size, -1)  # (before, size, after)
     if grid.numel() <= _CHUNK:
-        values = _power(grid, power)
-        return (values[0] if len(grid) == 1 else values.sum(0)).sum(1)
+        return _grid_sums(_power(grid, power), 1)
     if len(grid) == 1:  # sum over trailing dims, a block of rows at a time
         rows = max(1, _CHUNK // grid.shape[2])
         return torch.cat([_power(grid[0, i : i + rows], power).sum(1) for i in range(0, size, rows)])
@@ -96,6 +114,37 @@ def _power_sums(model: nn.Module, group: Group, member: int, power: int) -> torc
     for i in range(leads, len(grid), leads):
         total += _power(grid[i : i + leads], power).sum(0)
     return total.sum(1)
+
+
+def _grid_sums(values: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sums of ``values`` over every slice of ``dim``: over the dims before it, then those after."""
+    grid = values.reshape(math.prod(values.shape[:dim]), values.shape[dim], -1)
+    return (grid[0] if len(grid) == 1 else grid.sum(0)).sum(1)
+
+
+class _Reductions:
+    """What :func:`shared_reductions` shares: each tensor's member dims, and the sums made so far."""
+
+    def __init__(self, groups: Iterable[Group]) -> None:
+        self.dims: dict[str, set[int]] = defaultdict(set)
+        for group in groups:
+            for m in group.members:
+                self.dims[m.tensor].add(m.dim)
+        self.sums: dict[tuple[str, int], dict[int, torch.Tensor]] = {}
+
+
+_SHARED: ContextVar[_Reductions | None] = ContextVar("prunekit_shared_reductions", default=None)
+
+
+@contextmanager
+def shared_reductions(groups: Iterable[Group]) -> Iterator[None]:
+    """Score ``groups`` (all a plan scores, their weights unchanged meanwhile) with each weight's
+    magnitudes formed once for all its channel dims (ResNet-50, L1: its plan in 17.5 ms, not 19.9 ms)."""
+    token = _SHARED.set(_Reductions(groups))
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
 
 
 _CHUNK = 1 << 20
