@@ -76,6 +76,8 @@ def parametrized_module(tensor: str) -> str | None:
 def weight_norm_hooks(module: nn.Module) -> list[Any]:
     """The ``torch.nn.utils.weight_norm`` hooks on ``module`` (the deprecated form: parameters
     ``{name}_g`` and ``{name}_v``, and a pre-forward hook that sets ``module.{name}`` from them)."""
+    if not module._forward_pre_hooks:
+        return []
     from torch.nn.utils.weight_norm import WeightNorm
 
     return [hook for hook in module._forward_pre_hooks.values() if isinstance(hook, WeightNorm)]

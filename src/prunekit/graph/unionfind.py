@@ -36,13 +36,17 @@ class UnionFind:
     def find(self, labels: np.ndarray) -> np.ndarray:
         """Roots of ``labels`` (same shape); compresses the paths it walks."""
         labels = np.asarray(labels, dtype=np.int64)
-        roots = self._parent[labels]
+        parent = self._parent
+        roots = parent[labels]
+        up = parent[roots]
+        if (up == roots).all():  # every label points at its root already: nothing to compress
+            return roots
         while True:
-            up = self._parent[roots]
+            roots = up
+            up = parent[roots]
             if (up == roots).all():
                 break
-            roots = up
-        self._parent[labels] = roots
+        parent[labels] = roots
         return roots
 
     def union(self, a: np.ndarray, b: np.ndarray) -> None:
@@ -51,15 +55,17 @@ class UnionFind:
         if a.shape != b.shape:
             a, b = np.broadcast_arrays(a, b)
         a, b = a.ravel(), b.ravel()
+        parent = self._parent
         while True:
             ra, rb = self.find(a), self.find(b)
             differ = ra != rb
             if not differ.any():
                 return
-            lo, hi = np.minimum(ra[differ], rb[differ]), np.maximum(ra[differ], rb[differ])
-            self._parent[hi] = lo
+            ra, rb = ra[differ], rb[differ]
+            lo, hi = np.minimum(ra, rb), np.maximum(ra, rb)
+            parent[hi] = lo
             # a root linked twice in this batch keeps only its last link: retry just the pairs that lost
-            lost = self._parent[hi] != lo
+            lost = parent[hi] != lo
             if not lost.any():
                 return
             a, b = lo[lost], hi[lost]
