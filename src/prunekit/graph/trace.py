@@ -373,31 +373,34 @@ def _module_stack(
     forward called directly, ``self.block.forward(x)``, is its module's too); with ``shortcuts``, a
     layer with a :func:`.shortcuts.shortcut_for` there hands its ops to the recorder directly (where no
     other mode is active at the call). The other modules get forward hooks."""
-    stack, trace = recorder.stack, recorder.trace
+    stack, nodes = recorder.stack, recorder.nodes
+    inputs, outputs = recorder.trace.module_inputs, recorder.trace.module_outputs
 
     def enter(name: str) -> Callable[..., None]:
         def hook(_: nn.Module, args: tuple[Any, ...]) -> None:
             stack.append(name)
-            if args and isinstance(args[0], torch.Tensor) and id(args[0]) in recorder.nodes:
-                trace.module_inputs.setdefault(name, recorder.nodes[id(args[0])])
+            if args and isinstance(args[0], torch.Tensor) and id(args[0]) in nodes:
+                inputs.setdefault(name, nodes[id(args[0])])
 
         return hook
 
     def leave(name: str) -> Callable[..., None]:
         def hook(_: nn.Module, __: Any, output: Any) -> None:  # returning None keeps the output
             stack.pop()
-            if isinstance(output, torch.Tensor) and id(output) in recorder.nodes:
-                trace.module_outputs.setdefault(name, recorder.nodes[id(output)])
+            if isinstance(output, torch.Tensor) and id(output) in nodes:
+                outputs.setdefault(name, nodes[id(output)])
 
         return hook
 
     call = _direct_call(recorder)
 
     def wrapped_forward(name: str, module: nn.Module, shortcut: Shortcut | None) -> Callable[..., Any]:
-        before, after, forward = enter(name), leave(name), type(module).forward
+        forward = type(module).forward  # the stack kept as the two hooks keep it, without their calls
 
         def run(*args: Any, **kwargs: Any) -> Any:
-            before(module, args)
+            stack.append(name)
+            if args and isinstance(args[0], torch.Tensor) and id(args[0]) in nodes:
+                inputs.setdefault(name, nodes[id(args[0])])
             output = None
             try:
                 x = args[0] if shortcut is not None and len(args) == 1 and not kwargs else None
@@ -410,7 +413,9 @@ def _module_stack(
                 if output is None:
                     output = forward(module, *args, **kwargs)
             finally:
-                after(module, args, output)
+                stack.pop()
+                if isinstance(output, torch.Tensor) and id(output) in nodes:
+                    outputs.setdefault(name, nodes[id(output)])
             return output
 
         run.__wrapped__ = forward.__get__(module)  # type: ignore[attr-defined]  # its signature
