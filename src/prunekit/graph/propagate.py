@@ -91,9 +91,12 @@ def register_op_rule(names: str | tuple[str, ...], rule: Rule) -> Rule:
 def tensor_args(op: Op) -> list[Ref]:
     """Every :class:`Ref` among ``op``'s arguments, in order (lists such as ``cat``'s included)."""
     refs: list[Ref] = []
-    for value in (*op.args, *op.kwargs.values()):
-        items = value if isinstance(value, (list, tuple)) else (value,)
-        refs.extend(v for v in items if isinstance(v, Ref))
+    for values in (op.args, op.kwargs.values()) if op.kwargs else (op.args,):
+        for value in values:
+            if type(value) is Ref:
+                refs.append(value)
+            elif type(value) in (list, tuple):
+                refs += [v for v in value if type(v) is Ref]
     return refs
 
 
@@ -142,7 +145,7 @@ def propagate(
     ctx = Context(trace, uf, labels, hints, tiled)
     read: set[int] = set()
     for op in trace.ops:
-        read.update(ref.node for ref in tensor_args(op))
+        read.update([ref.node for ref in tensor_args(op)])
         outs = out_refs(op)
         if not outs:
             continue
@@ -157,7 +160,7 @@ def propagate(
         else:
             result = rule(ctx, op)
         for ref, out in zip(outs, result, strict=True):
-            if tuple(len(v) for v in out) != ctx.shape(ref):
+            if tuple(map(len, out)) != ctx.shape(ref):
                 raise RuntimeError(f"rule for aten.{op.name} produced labels of the wrong shape")
             labels[ref.node] = out
     for node in trace.outputs:
