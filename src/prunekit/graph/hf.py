@@ -103,8 +103,8 @@ def _in(module: nn.Module) -> int:
 def _projections(module: nn.Module) -> tuple[int, int, int] | None:
     """``(q width, k width, hidden in)`` of an attention module, ``None`` for other modules."""
     children = module._modules  # projections are submodules; plain getattr raises and catches per miss
-    if not children:  # a leaf (a conv, a norm …): asked of every module, so answered first
-        return None
+    if not any(_out(child) is not None for child in children.values()):  # a leaf (a conv, a norm …), or
+        return None  # a block of convs: asked of every module, so answered first
     for q_name, k_name in _QK:
         q, k = children.get(q_name), children.get(k_name)
         if _out(q) is not None and _out(k) is not None:

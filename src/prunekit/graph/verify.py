@@ -373,11 +373,12 @@ def _constants(op: Op, trace: Trace) -> list[float]:
     """The numbers ``op`` computes with: float arguments (not NaN), integer ones of arithmetic ops
     (integer sizes of views and splits change with pruning by design) and one-element constant tensors."""
     arithmetic = op.name.rstrip("_") in _ARITHMETIC
-    found = []
-    for value in (*op.args, *op.kwargs.values()):
-        if isinstance(value, Ref):
-            if value.node in trace.scalars:
-                found.append(trace.scalars[value.node])
-        elif (isinstance(value, float) and value == value) or (isinstance(value, int) and arithmetic):
-            found.append(value)
+    scalars, found = trace.scalars, []
+    for values in (op.args, op.kwargs.values()) if op.kwargs else (op.args,):
+        for value in values:
+            if type(value) is Ref:
+                if value.node in scalars:
+                    found.append(scalars[value.node])
+            elif (isinstance(value, float) and value == value) or (isinstance(value, int) and arithmetic):
+                found.append(value)
     return found
