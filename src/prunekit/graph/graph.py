@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections import defaultdict
@@ -75,6 +76,12 @@ class Group:
     size: int
     multiple: int = 1
     exact: bool = True
+
+    @functools.cached_property
+    def in_order(self) -> tuple[bool, ...]:
+        """Per member: whether index ``i`` along its dim is channel ``i`` (``channel_of`` is ``arange``)."""
+        order = np.arange(self.size)
+        return tuple(len(c) == self.size and bool((c == order).all()) for c in self.channel_of)
 
     def indices(self, member: int, channels: Iterable[int]) -> np.ndarray:
         """Indices along ``members[member].dim`` that belong to ``channels`` (sorted)."""

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -64,9 +63,9 @@ def _owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
 
 def _per_channel(group: Group, member: int, values: torch.Tensor) -> torch.Tensor:
     """Sum per-index ``values`` (dim size,) into the group's channels: ``(size,)``."""
-    channel_of = group.channel_of[member]
-    if len(channel_of) == group.size and np.array_equal(channel_of, np.arange(group.size)):
+    if group.in_order[member]:
         return values  # index i is channel i
+    channel_of = group.channel_of[member]
     channel = torch.from_numpy(channel_of)
     keep = channel >= 0
     return torch.zeros(group.size).index_add_(0, channel[keep], values[keep])
