@@ -143,20 +143,24 @@ class DependencyGraph:
         ignored = _check_ignore(ignore, modules)
         trace = trace_model(model, example_inputs)
         uf, labels, members, shapes = UnionFind(), {}, [], {}
-        channel_dims = _channel_dims(modules, ignored)
+        channel_dims, tensors = _channel_dims(modules, ignored), []
         for node, (kind, name) in trace.sources.items():
-            if kind not in ("param", "buffer"):
-                continue
-            shapes[name] = trace.shapes[node]
-            owner, _, local = name.rpartition(".")
-            dims = channel_dims(owner, local, kind, trace.shapes[node])
+            if kind in ("param", "buffer"):
+                shape = shapes[name] = trace.shapes[node]
+                owner, _, local = name.rpartition(".")
+                tensors.append((node, name, owner, shape, channel_dims(owner, local, kind, shape)))
+        # fresh labels for every channel dim at once, in order; the other dims share read-only zeros
+        count = sum(n for *_, shape, dims in tensors for d, n in enumerate(shape) if d in dims and n > 1)
+        fresh, start = uf.fresh(count), 0
+        for node, name, owner, shape, dims in tensors:
             vectors = []
-            for d, n in enumerate(trace.shapes[node]):
+            for d, n in enumerate(shape):
                 if d in dims and n > 1:
-                    vectors.append(uf.fresh(n))
+                    vectors.append(fresh[start : start + n])
                     members.append((Member(name, d, dims[d], owner), vectors[-1]))
+                    start += n
                 else:
-                    vectors.append(np.zeros(n, dtype=np.int64))
+                    vectors.append(_pinned(n))
             labels[node] = vectors
         classes = {k: type(v).__name__ for k, v in modules.items()}
         attention = find_attention(trace)
@@ -178,6 +182,14 @@ class DependencyGraph:
 
     def __repr__(self) -> str:
         return f"DependencyGraph({len(self.groups)} groups, {len(self.trace.ops)} ops)"
+
+
+@functools.lru_cache(maxsize=256)
+def _pinned(size: int) -> np.ndarray:
+    """``size`` pinned labels (zeros), read-only: shared by every dim of that size that holds no channel."""
+    zeros = np.zeros(size, dtype=np.int64)
+    zeros.flags.writeable = False
+    return zeros
 
 
 def _sliced_qkv(trace: Trace) -> set[tuple[int, int]]:
