@@ -142,7 +142,7 @@ class _Recorder(TorchDispatchMode):
             return same
         out = func(*args, **kwargs) if self.runner is None else self.runner(func, args, kwargs)
         ref = self.ref
-        in_args = tuple([_refs(a, ref) if type(a) in (list, tuple) else ref(a) for a in args])
+        in_args = tuple([ref(a) if type(a) not in _LISTS else _refs(a, ref) for a in args])
         in_kwargs = {k: _refs(v, ref) for k, v in kwargs.items()} if kwargs else {}
         if isinstance(out, torch.Tensor):
             outs: tuple[Any, ...] = (self.add(out),)
@@ -171,14 +171,14 @@ def _refs(value: Any, ref: Callable[[Any], Any]) -> Any:
 
     (``torch.utils._pytree.tree_map`` does the same at ~4× the cost: a third of the recording time.)
     """
-    if isinstance(value, (list, tuple)):
-        if value and type(value[0]) in _NUMBERS:
-            return value
-        return type(value)(_refs(v, ref) for v in value)
-    return ref(value)
+    if type(value) not in _LISTS:
+        return ref(value)
+    if value and type(value[0]) in _NUMBERS:
+        return value
+    return type(value)([_refs(v, ref) for v in value])
 
 
-_NUMBERS = (int, float, bool)
+_LISTS, _NUMBERS = (list, tuple), (int, float, bool)
 
 
 def trace_model(
