@@ -357,12 +357,16 @@ def _annotated(
 ) -> tuple[Group, ...]:
     """``groups`` with ``multiple`` set where a kernel needs the kept count of their channels (roots in
     ``multiples``) to be a multiple, and ``exact`` unset where a statistic runs over them (``statistics``)."""
-    if not multiples and not statistics:
+    if not groups or not (multiples or statistics):
         return groups
-    group_of = {int(root): index for index, roots in enumerate(channel_roots) for root in roots.tolist()}
+    every = np.concatenate(channel_roots)  # each root is in one group: sorted, with its group's index
+    order = np.argsort(every)
+    group_of = np.repeat(np.arange(len(channel_roots)), list(map(len, channel_roots)))[order]
+    every = every[order]
 
     def hit(roots: np.ndarray) -> set[int]:
-        return {group_of[r] for r in np.unique(roots).tolist() if r in group_of}
+        at = np.minimum(np.searchsorted(every, roots), len(every) - 1)
+        return set(group_of[at[every[at] == roots]].tolist())
 
     needed = dict.fromkeys(range(len(groups)), 1)
     for roots, multiple in multiples:
