@@ -326,14 +326,17 @@ def _sliced(
     by_name: dict[str, list[tuple[int, np.ndarray]]] = {}
     for (name, dim), indices in removals.items():
         by_name.setdefault(name, []).append((dim, indices))
-    out = {}
+    out, kept = {}, {}  # kept indices by (size, removed indices, device): a group's members share them
     for name in sorted(by_name):
         old = tensors[name]
         value = old.detach()
         for dim, indices in by_name[name]:
-            keep = np.ones(value.shape[dim], dtype=bool)
-            keep[indices] = False
-            value = value.index_select(dim, torch.from_numpy(np.flatnonzero(keep)).to(value.device))
+            key = (value.shape[dim], indices.tobytes(), value.device)
+            if key not in kept:
+                keep = np.ones(value.shape[dim], dtype=bool)
+                keep[indices] = False
+                kept[key] = torch.from_numpy(np.flatnonzero(keep)).to(value.device)
+            value = value.index_select(dim, kept[key])
         value = value.contiguous()
         out[name] = nn.Parameter(value, old.requires_grad) if isinstance(old, nn.Parameter) else value
     return out
