@@ -283,7 +283,7 @@ def _weight_norms(model: nn.Module) -> list[tuple[str, str, int]]:
     found = []
     for name, module in model.named_modules():
         prefix = f"{name}." if name else ""
-        for tensor, chain in getattr(module, "parametrizations", {}).items():
+        for tensor, chain in module._modules.get("parametrizations", {}).items():  # no __getattr__ miss
             if len(chain) == 1 and isinstance(chain[0], _WeightNorm):
                 path = f"{prefix}parametrizations.{tensor}"
                 found.append((f"{path}.original0", f"{path}.original1", chain[0].dim))

@@ -76,6 +76,8 @@ def _transformers_models(model: nn.Module) -> list[tuple[str, nn.Module]]:
     for name, module in model.named_modules():
         if any(name.startswith(prefix) for prefix, _ in found):
             continue
+        if "config" not in vars(module) and not hasattr(type(module), "config"):
+            continue  # asked of every module: no attribute lookup that misses (and raises inside torch)
         if hasattr(getattr(module, "config", None), "to_dict") and hasattr(module, "save_pretrained"):
             found.append((f"{name}." if name else "", module))
     return found

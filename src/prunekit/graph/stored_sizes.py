@@ -74,7 +74,11 @@ def update_stored_sizes(model: nn.Module, before: Shapes) -> None:
 def _stored_widths(module: nn.Module, attention: bool) -> dict[str, int | tuple[int, ...]]:
     """The attributes of ``module`` that name widths (a LayerNorm of a model's own: its
     ``normalized_shape`` tuple)."""
-    return {attr: value for attr, value in vars(module).items() if _names_width(attr, value, attention)}
+    return {
+        attr: value
+        for attr, value in vars(module).items()
+        if (type(value) is int or attr == "normalized_shape") and _names_width(attr, value, attention)
+    }
 
 
 def _names_width(attr: str, value: object, attention: bool) -> bool:
