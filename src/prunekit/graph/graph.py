@@ -80,8 +80,11 @@ class Group:
     @functools.cached_property
     def in_order(self) -> tuple[bool, ...]:
         """Per member: whether index ``i`` along its dim is channel ``i`` (``channel_of`` is ``arange``)."""
-        order = np.arange(self.size)
-        return tuple(len(c) == self.size and bool((c == order).all()) for c in self.channel_of)
+        order, seen = np.arange(self.size), {}  # members holding one vector share its map: ask once
+        for c in self.channel_of:
+            if id(c) not in seen:
+                seen[id(c)] = len(c) == self.size and bool((c == order).all())
+        return tuple(seen[id(c)] for c in self.channel_of)
 
     def indices(self, member: int, channels: Iterable[int]) -> np.ndarray:
         """Indices along ``members[member].dim`` that belong to ``channels`` (sorted)."""

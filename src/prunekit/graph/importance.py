@@ -282,7 +282,7 @@ def group_scores(
         scores = per_member.nan_to_num(nan=-torch.inf).amax(0)
     if normalize == "none":
         return scores
-    scale = {"mean": scores.mean(), "max": scores.max(), "sum": scores.sum()}[normalize]
+    scale = scores.mean() if normalize == "mean" else scores.max() if normalize == "max" else scores.sum()
     return scores / scale if scale > 0 else scores
 
 
