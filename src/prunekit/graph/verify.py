@@ -222,6 +222,8 @@ def _compare(trace: Trace, got: Trace, expected: list[tuple[int, ...]], replay: 
             if _shrinks_to_one(want, _first_shape(old, trace.shapes)):
                 aligned = index + 1  # ops reading size-1 dims take other decompositions (einsum
                 break  # squeezes them): the rest is compared as below
+        if aligned >= min(len(before), len(after)):  # one side has no ops left: nothing to line up
+            continue
         rest = SequenceMatcher(
             None, [o.func for o in before[aligned:]], [o.func for o in after[aligned:]], False
         )
@@ -362,8 +364,10 @@ def _shrinks_to_one(want: tuple[int, ...] | None, was: tuple[int, ...] | None) -
 
 def _first_shape(op: Op, shapes: list[tuple[int, ...]]) -> tuple[int, ...] | None:
     """Shape of the first tensor output (rules label later ones, e.g. saved statistics, only roughly)."""
-    ref = next((o for o in op.outputs if isinstance(o, Ref)), None)
-    return None if ref is None else shapes[ref.node]
+    for output in op.outputs:
+        if type(output) is Ref:
+            return shapes[output.node]
+    return None
 
 
 _ARITHMETIC = frozenset(("mul", "div", "add", "sub", "rsub", "pow", "true_divide", "full", "fill", "clamp"))
