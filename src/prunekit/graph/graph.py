@@ -283,7 +283,9 @@ def _pin_unproduced(uf: UnionFind, roots: np.ndarray, members: list[Member], siz
     produced = np.repeat(
         np.fromiter((m.role == "out" for m in members), dtype=bool, count=len(members)), sizes
     )
-    unproduced = (roots != 0) & ~np.isin(roots, roots[produced])
+    made = np.zeros(len(uf), dtype=bool)  # by label: some member produces it (a lookup, not a sort)
+    made[roots[produced]] = True
+    unproduced = (roots != 0) & ~made[roots]
     if not unproduced.any():
         return roots
     uf.pin(roots[unproduced])
