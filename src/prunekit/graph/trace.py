@@ -7,7 +7,8 @@ on data-dependent Python, and recording the forward under a dispatch mode takes 
 ops). The recording sees the same decomposed ATen ops as ``torch.export`` (``linear`` arrives as
 ``t`` + ``addmm``, ``conv2d`` as ``convolution``), runs whatever Python the model contains, and gives
 every tensor its exact shape. Parameters keep their identity through dispatch, so each weight names
-its module; forward hooks tag the other ops with the innermost module running.
+its module; the other ops are tagged with the innermost module running (kept by a ``forward`` set on
+each module's instance, or by forward hooks where a module has hooks of its own: :func:`_module_stack`).
 
 Every tensor seen gets a node id, looked up by the tensor's Python ``id``. The recording holds no
 tensor: a weak reference drops the ``id`` when its tensor is freed, before the ``id`` can be reused, so
