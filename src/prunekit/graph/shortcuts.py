@@ -14,6 +14,7 @@ forward runs. The real recording never takes these, so the tests compare the two
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -30,13 +31,19 @@ PLAIN_TENSORS = (torch.Tensor, nn.Parameter)  # types whose calls no __torch_fun
 
 def shortcut_for(module: nn.Module) -> Shortcut | None:
     """The shortcut of ``module`` where its type is exactly one with a shortcut and nothing can change
-    its forward: no hooks of its own and no ``forward`` set on the instance; else None."""
+    its forward (:func:`hook_free`); else None."""
     shortcut = _SHORTCUTS.get(type(module))
-    if shortcut is None or "forward" in module.__dict__:
-        return None
+    return shortcut if shortcut is not None and hook_free(module) else None
+
+
+def hook_free(module: nn.Module) -> bool:
+    """No hooks of its own and no ``forward`` set on the instance; its class's ``forward`` a Python
+    function (not a scripted module's)."""
+    if "forward" in module.__dict__ or not isinstance(type(module).forward, types.FunctionType):
+        return False
     if module._forward_pre_hooks or module._forward_hooks or module._backward_hooks:
-        return None
-    return None if module._backward_pre_hooks else shortcut
+        return False
+    return not (module._backward_pre_hooks or isinstance(module, torch.jit.ScriptModule))
 
 
 def _plain(*tensors: torch.Tensor | None) -> bool:

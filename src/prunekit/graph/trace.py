@@ -19,7 +19,6 @@ forward, from page faults on fresh memory). An in-place op gives its result a ne
 from __future__ import annotations
 
 import dataclasses
-import types
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
@@ -31,7 +30,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .meta_run import MetaCalls, MetaRunner, NeedsValues, restore, snapshot
-from .shortcuts import PLAIN_TENSORS, Call, Shortcut, shortcut_for
+from .shortcuts import PLAIN_TENSORS, Call, Shortcut, hook_free, shortcut_for
 
 ExampleInputs = Any  # a tensor, a tuple of positional inputs, or a mapping of keyword inputs
 
@@ -425,7 +424,7 @@ def _module_stack(
     handles, wrapped = [], []
     wrap = _no_global_module_hooks()
     for name, module in modules:
-        if wrap and _hook_free(module):
+        if wrap and hook_free(module):
             shortcut = shortcut_for(module) if shortcuts else None
             module.__dict__["forward"] = forward = wrapped_forward(name, module, shortcut)
             wrapped.append((module, forward))
@@ -440,16 +439,6 @@ def _module_stack(
         for module, forward in wrapped:
             if module.__dict__.get("forward") is forward:  # not one the model's code set meanwhile
                 del module.__dict__["forward"]
-
-
-def _hook_free(module: nn.Module) -> bool:
-    """No hooks of its own and no ``forward`` set on the instance; its class's ``forward`` a Python
-    function (not a scripted module's)."""
-    if "forward" in module.__dict__ or not isinstance(type(module).forward, types.FunctionType):
-        return False
-    if module._forward_pre_hooks or module._forward_hooks or module._backward_hooks:
-        return False
-    return not (module._backward_pre_hooks or isinstance(module, torch.jit.ScriptModule))
 
 
 def _no_global_module_hooks() -> bool:
