@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import gc
 import re
 import weakref
 from dataclasses import dataclass
@@ -271,6 +272,49 @@ def test_tracing_frees_activations_and_never_confuses_a_reused_id() -> None:
     graph = DependencyGraph.build(model, torch.randn(1, 3, 10, 10))
     assert model.freed == [True]
     assert [g.size for g in graph.groups] == [8]  # conv1's channels; conv2's feed the (pinned) output
+
+
+def test_pruning_in_place_frees_the_full_size_weights_at_once() -> None:
+    """No reference cycle of the recording holds the model's weights until a garbage collection."""
+    model, x = build("resnet18")
+    watched = weakref.ref(model[0][0].weight)  # the stem conv's: half its filters go
+    collecting = gc.isenabled()
+    gc.disable()  # only reference counting may free it
+    try:
+        plan = build_plan(model, DependencyGraph.build(model, x), 0.5)
+        assert watched() is not None
+        apply_plan(model, plan, inplace=True)
+        assert watched() is None and model[0][0].out_channels == 4
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def test_garbage_collection_is_back_on_after_each_step_even_after_an_error() -> None:
+    assert gc.isenabled()
+    seen = []
+
+    class Watches(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(gc.isenabled())
+            return self.conv(x)
+
+    model = Watches()
+    graph = DependencyGraph.build(model, torch.randn(1, 3, 2, 2))
+    assert seen == [False] and gc.isenabled()  # paused while the trace's objects pile up
+    with pytest.raises(ValueError, match="ratio must be in"):
+        build_plan(model, graph, 2.0)
+    assert gc.isenabled()
+    gc.disable()  # a caller that turned it off keeps it off
+    try:
+        apply_plan(model, build_plan(model, graph, 0.5))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 def test_counts_remove_exactly_that_many_channels_per_group() -> None:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ._checks import check_positive_int, check_sparsity
+from .graph.gc_pause import gc_paused
 from .graph.graph import DependencyGraph, Group, one_thread
 from .graph.hf import check_sliced_qkv, query_widths
 from .graph.hf_config import update_model
@@ -107,6 +108,7 @@ class PruningPlan:
         return "\n".join(lines)
 
 
+@gc_paused()
 def build_plan(
     model: nn.Module,
     graph: DependencyGraph,
@@ -212,6 +214,7 @@ def _global_counts(
     return counts
 
 
+@gc_paused()
 def apply_plan(model: nn.Module, plan: PruningPlan, inplace: bool = False, verify: bool = True) -> nn.Module:
     """A copy of ``model`` (``model`` itself if ``inplace``) with the plan's channels removed.
 

@@ -19,6 +19,7 @@ from torch import nn
 from .._checks import check_choice
 from . import hf, rules  # noqa: F401  (register the Conv1D handler and the op rules)
 from .attention import HEAD_MODES, couple_eager_attention, find_attention, head_hints
+from .gc_pause import gc_paused
 from .modules import Dims, handler_for, inherits_handler, parametrized_module, weight_norm_hooks
 from .propagate import propagate
 from .rules_shape import tiled_slices
@@ -125,6 +126,7 @@ class DependencyGraph:
         self.replay = replay  # lets apply_plan check the pruned model (None: no check)
 
     @classmethod
+    @gc_paused()
     def build(
         cls,
         model: nn.Module,

@@ -23,6 +23,7 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -111,11 +112,7 @@ class _Recorder(TorchDispatchMode):
         """Record ``tensor`` as node ``node`` (its own new node, or a stand-in of that node's tensor)."""
         key = id(tensor)
         self.nodes[key] = node
-        self.watchers.append(weakref.ref(tensor, lambda _, key=key, node=node: self._forget(key, node)))
-
-    def _forget(self, key: int, node: int) -> None:
-        if self.nodes.get(key) == node:  # not already taken over by an in-place op's new node
-            del self.nodes[key]
+        self.watchers.append(weakref.ref(tensor, partial(_forget, self.nodes, key, node)))
 
     def ref(self, value: Any) -> Any:
         if not isinstance(value, torch.Tensor):
@@ -151,6 +148,14 @@ class _Recorder(TorchDispatchMode):
         module = self.stack[-1] if self.stack else ""
         self.trace.ops.append(Op(func, in_args, in_kwargs, outs, module))
         return out
+
+
+def _forget(nodes: dict[int, int], key: int, node: int, _: weakref.ref) -> None:
+    """A weak reference's callback: its tensor is freed, so its ``id`` (``key``) may be reused. The
+    callback holds ``nodes``, not the recorder: no reference cycle keeps a recorder (and through its
+    runner the model's full-size weights) alive after a recording."""
+    if nodes.get(key) == node:  # not already taken over by an in-place op's new node
+        del nodes[key]
 
 
 _RESTRIDES = (torch.ops.aten.as_strided, torch.ops.aten.as_strided_)
