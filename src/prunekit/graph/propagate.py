@@ -74,7 +74,7 @@ class Context:
 
     def live(self, labels: Labels) -> bool:
         """Whether any index of ``labels`` could still be removed."""
-        return any(vec.size and self.uf.find(vec).any() for vec in labels)
+        return any(vec.size and np.count_nonzero(self.uf.find(vec)) for vec in labels)
 
 
 Rule = Callable[[Context, Op], list[Labels]]

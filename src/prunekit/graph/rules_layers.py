@@ -151,8 +151,8 @@ def batch_norm(ctx: Context, op: Op) -> list[Labels]:
     """Every ``*batch_norm*`` variant: weight, bias and running stats join the input's channel dim."""
     xl = ctx.of(op.args[0])
     stats = [vl[0] for value in op.args[1:5] if (vl := _labels(ctx, value)) is not None]
-    if stats:
-        ctx.uf.union(np.stack(stats), xl[1])
+    if stats:  # one union of equal-length vectors (a broadcast one costs more than the work)
+        ctx.uf.union(np.concatenate(stats), np.concatenate([xl[1]] * len(stats)))
     outs = out_refs(op)
     rest = [[xl[1]] if ctx.shape(o) == (len(xl[1]),) else ctx.zeros(ctx.shape(o)) for o in outs[1:]]
     return [xl, *rest]

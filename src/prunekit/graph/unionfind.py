@@ -1,4 +1,8 @@
-"""A vectorised union-find over integer channel labels; label 0 is the pinned class (never removed)."""
+"""A vectorised union-find over integer channel labels; label 0 is the pinned class (never removed).
+
+Tests on label arrays use ``np.count_nonzero`` (C): ``ndarray.any``/``all`` pass through a Python
+wrapper, ~0.8 µs a call, and a graph build makes thousands of them.
+"""
 
 from __future__ import annotations
 
@@ -39,12 +43,12 @@ class UnionFind:
         parent = self._parent
         roots = parent[labels]
         up = parent[roots]
-        if (up == roots).all():  # every label points at its root already: nothing to compress
+        if not np.count_nonzero(up != roots):  # every label points at its root: nothing to compress
             return roots
         while True:
             roots = up
             up = parent[roots]
-            if (up == roots).all():
+            if not np.count_nonzero(up != roots):
                 break
         parent[labels] = roots
         return roots
@@ -59,20 +63,20 @@ class UnionFind:
         while True:
             ra, rb = self.find(a), self.find(b)
             differ = ra != rb
-            if not differ.any():
+            if not np.count_nonzero(differ):
                 return
             ra, rb = ra[differ], rb[differ]
             lo, hi = np.minimum(ra, rb), np.maximum(ra, rb)
             parent[hi] = lo
             # a root linked twice in this batch keeps only its last link: retry just the pairs that lost
             lost = parent[hi] != lo
-            if not lost.any():
+            if not np.count_nonzero(lost):
                 return
             a, b = lo[lost], hi[lost]
 
     def pin(self, labels: np.ndarray) -> None:
         """Make ``labels`` unremovable."""
         labels = np.asarray(labels, dtype=np.int64).ravel()
-        labels = labels[labels != PINNED]  # label 0 is pinned already (most spatial and batch dims)
-        if labels.size:
+        if np.count_nonzero(labels):  # label 0 is pinned already (most spatial and batch dims)
+            labels = labels[labels != PINNED]
             self.union(labels, np.zeros_like(labels))
