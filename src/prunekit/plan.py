@@ -79,9 +79,13 @@ class PruningPlan:
         out: dict[tuple[str, int], list[np.ndarray]] = {}
         for index, channels in self.removals.items():
             group = self.graph.groups[index]
-            chosen = group.chosen(channels)
+            chosen, found = group.chosen(channels), {}  # members holding one channel map share its indices
             for member, channel_of in zip(group.members, group.channel_of, strict=True):
-                out.setdefault((member.tensor, member.dim), []).append(np.flatnonzero(chosen[channel_of]))
+                indices = found.get(id(channel_of))
+                if indices is None:
+                    indices = found[id(channel_of)] = np.flatnonzero(chosen[channel_of])
+                    indices.flags.writeable = False
+                out.setdefault((member.tensor, member.dim), []).append(indices)
         return {
             key: parts[0] if len(parts) == 1 else np.unique(np.concatenate(parts))
             for key, parts in out.items()
