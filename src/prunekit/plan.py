@@ -149,7 +149,7 @@ def build_plan(
     scored: dict[int, torch.Tensor] = {}
     with one_thread(), shared_reductions(graph.groups):
         for group in graph.groups:
-            if skip.isdisjoint(group.modules()):
+            if not skip or skip.isdisjoint(group.modules()):
                 scores = group_scores(model, group, importance, reduction, normalize, generator)
                 if scores is not None:
                     scored[group.index] = scores

@@ -47,9 +47,19 @@ def tensor_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
 def update_stored_sizes(model: nn.Module, before: Shapes) -> None:
     """Set the size attributes of ``model``'s modules from ``before`` (:func:`tensor_shapes` before
     pruning) and the tensors' shapes now."""
-    modules, attention = dict(model.named_modules()), set(attention_modules(model))
-    stored = {name: found for name, m in modules.items() if (found := _stored_widths(m, name in attention))}
-    stored = {name: found for name, found in stored.items() if handler_for(modules[name]) is None}
+    modules = dict(model.named_modules())
+    stored = {
+        name: found
+        for name, m in modules.items()
+        if handler_for(m) is None and (found := _stored_widths(m, False))
+    }
+    if any(attr in _WIDTH for found in stored.values() for attr in found):  # attention's own: not here
+        attention = set(attention_modules(model))
+        stored = {
+            n: found
+            for n, m in modules.items()
+            if n in stored and (found := _stored_widths(m, n in attention))
+        }
     if not stored:
         return
     after = tensor_shapes(model)
