@@ -175,16 +175,18 @@ _SDPA_SIGNATURE = inspect.signature(_sdpa)
 _DATA_CONSTRUCTORS = (torch.tensor, torch.as_tensor, torch.asarray)
 
 
-Snapshot = list[tuple[dict[str, Any], dict[str, Any], dict[str, dict]]]
+Snapshot = list[tuple[dict[str, Any], dict[str, Any], list[tuple[dict, dict]]]]
 
 
 def snapshot(modules: Iterable[nn.Module]) -> Snapshot:
-    """Each module's attributes (its live ``vars``, a shallow copy) and a copy of each of its dict
-    attributes (``_buffers``, caches): what :func:`restore` puts back after a forward on stand-ins.
+    """Each module's attributes (its live ``vars``, a shallow copy) and each of its dict attributes
+    (``_buffers``, caches) with a copy: what :func:`restore` puts back after a forward on stand-ins.
     ``modules``: every module of the model (``model.modules()``)."""
-    return [
-        (vars(m), dict(vars(m)), {k: dict(v) for k, v in vars(m).items() if type(v) is dict}) for m in modules
-    ]
+    saved = []
+    for module in modules:
+        live = vars(module)
+        saved.append((live, live.copy(), [(d, d.copy()) for d in live.values() if type(d) is dict]))
+    return saved
 
 
 def restore(saved: Snapshot) -> bool:
@@ -195,8 +197,7 @@ def restore(saved: Snapshot) -> bool:
             live.clear()
             live.update(before)
             changed = True
-        for key, content in dicts.items():
-            current = live[key]
+        for current, content in dicts:
             if not _same(current, content):
                 current.clear()
                 current.update(content)
