@@ -140,11 +140,38 @@ def test_parameters_the_forward_never_reads_are_kept_whole_with_a_warning() -> N
     model, x = WithAux(), torch.randn(2, 3, 6, 6)
     with pytest.warns(
         UserWarning, match=r"2 parameter\(s\) or buffer\(s\) were not used by the traced forward \(aux"
-    ):
+    ) as caught:
         graph = DependencyGraph.build(model, x)
+    assert caught[0].filename == __file__  # the warning points at the caller's line
     assert not any("aux" in g.modules() for g in graph.groups)
+    assert 0 < graph.seconds < 60
     pruned = apply_plan(model, build_plan(model, graph, 0.5))
     assert pruned.aux.weight.shape == (4, 8, 1, 1) and pruned.stem.weight.shape[0] == 4
+
+
+class WithScripted(nn.Module):
+    """A TorchScript block between Python layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.block = torch.jit.script(nn.Sequential(nn.Conv2d(8, 8, 1, groups=2), nn.ReLU()))
+        self.mid, self.out = nn.Conv2d(8, 16, 1), nn.Conv2d(16, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.mid(self.block(self.stem(x))).relu())
+
+
+def test_torchscript_modules_are_kept_whole_with_a_warning_and_the_rest_prunes() -> None:
+    model, x = WithScripted(), torch.randn(2, 3, 6, 6)
+    with pytest.warns(UserWarning, match=r"1 module\(s\) \(block\) are TorchScript") as caught:
+        graph = DependencyGraph.build(model, x)
+    assert caught[0].filename == __file__
+    assert [g.modules() for g in graph.groups] == [["mid", "out"]]  # the stem feeds the compiled block
+    pruned = apply_plan(model, build_plan(model, graph, 0.5))
+    assert pruned.mid.out_channels == 8 and pruned.stem.out_channels == 8
+    assert torch.equal(pruned.block.state_dict()["0.weight"], model.block.state_dict()["0.weight"])
+    assert pruned(x).shape == model(x).shape
 
 
 @pytest.mark.parametrize("cell", [nn.GRU, nn.RNN, nn.LSTM])

@@ -112,7 +112,6 @@ class PruningPlan:
         return "\n".join(lines)
 
 
-@gc_paused()
 def build_plan(
     model: nn.Module,
     graph: DependencyGraph,
@@ -137,35 +136,38 @@ def build_plan(
     multiple (also of what a kernel needs: :attr:`Group.multiple`); ``max_layer_ratio`` caps the
     fraction a global ranking may take from one group.
     """
-    ratio = check_sparsity(ratio, "ratio")
-    max_layer_ratio = _check_max_ratio(max_layer_ratio)
-    check_positive_int(round_to, "round_to")
-    IMPORTANCES.get(importance)
-    overrides = {k: check_sparsity(v, f"ratios[{k!r}]") for k, v in (ratios or {}).items()}
-    if counts is not None:
-        _check_counts(counts, graph, global_ranking)
-    skip = set(ignore) if not isinstance(ignore, str) else {ignore}
-    generator = generator if generator is not None else torch.Generator().manual_seed(0)  # one for all groups
-    scored: dict[int, torch.Tensor] = {}
-    with one_thread(), shared_reductions(graph.groups):
-        for group in graph.groups:
-            if not skip or skip.isdisjoint(group.modules()):
-                scores = group_scores(model, group, importance, reduction, normalize, generator)
-                if scores is not None:
-                    scored[group.index] = scores
-    if counts is not None:
-        chosen = {i: counts.get(i, 0) for i in scored}
-    elif global_ranking:
-        chosen = _global_counts(graph.groups, scored, ratio, max_layer_ratio)
-    else:
-        chosen = {i: _local_count(graph.groups[i], ratio, overrides) for i in scored}
-    removals = {}
-    for index, count in chosen.items():
-        group = graph.groups[index]
-        count = _rounded(group.size, count, math.lcm(round_to, group.multiple))
-        order = torch.argsort(scored[index], stable=True)
-        removals[index] = tuple(sorted(order[:count].tolist()))
-    return PruningPlan(graph, removals)
+    with gc_paused():  # see gc_pause.py; a with block adds no frame (warnings' stacklevel)
+        ratio = check_sparsity(ratio, "ratio")
+        max_layer_ratio = _check_max_ratio(max_layer_ratio)
+        check_positive_int(round_to, "round_to")
+        IMPORTANCES.get(importance)
+        overrides = {k: check_sparsity(v, f"ratios[{k!r}]") for k, v in (ratios or {}).items()}
+        if counts is not None:
+            _check_counts(counts, graph, global_ranking)
+        skip = set(ignore) if not isinstance(ignore, str) else {ignore}
+        generator = (
+            generator if generator is not None else torch.Generator().manual_seed(0)
+        )  # one for all groups
+        scored: dict[int, torch.Tensor] = {}
+        with one_thread(), shared_reductions(graph.groups):
+            for group in graph.groups:
+                if not skip or skip.isdisjoint(group.modules()):
+                    scores = group_scores(model, group, importance, reduction, normalize, generator)
+                    if scores is not None:
+                        scored[group.index] = scores
+        if counts is not None:
+            chosen = {i: counts.get(i, 0) for i in scored}
+        elif global_ranking:
+            chosen = _global_counts(graph.groups, scored, ratio, max_layer_ratio)
+        else:
+            chosen = {i: _local_count(graph.groups[i], ratio, overrides) for i in scored}
+        removals = {}
+        for index, count in chosen.items():
+            group = graph.groups[index]
+            count = _rounded(group.size, count, math.lcm(round_to, group.multiple))
+            order = torch.argsort(scored[index], stable=True)
+            removals[index] = tuple(sorted(order[:count].tolist()))
+        return PruningPlan(graph, removals)
 
 
 def _check_counts(counts: Mapping[int, int], graph: DependencyGraph, global_ranking: bool) -> None:
@@ -218,7 +220,6 @@ def _global_counts(
     return counts
 
 
-@gc_paused()
 def apply_plan(model: nn.Module, plan: PruningPlan, inplace: bool = False, verify: bool = True) -> nn.Module:
     """A copy of ``model`` (``model`` itself if ``inplace``) with the plan's channels removed.
 
@@ -228,47 +229,48 @@ def apply_plan(model: nn.Module, plan: PruningPlan, inplace: bool = False, verif
     must be the one the plan predicts (:class:`~prunekit.graph.verify.PrunedModelMismatchError`
     otherwise: e.g. a forward that reshapes with a head count it stores).
     """
-    if not isinstance(plan, PruningPlan):
-        raise TypeError(f"plan must be a PruningPlan (see build_plan), got {type(plan).__name__}")
-    removals = plan.tensor_removals()
-    replay = plan.graph.replay
-    if replay is not None:
-        expected = expected_shapes(
-            plan.graph.trace, replay.labels, replay.uf, replay.channel_roots, plan.removals
-        )
-        check_sliced_qkv(plan.graph.trace, expected)
-    holders = _holders(model)
-    tensors = {name: tensor for name, (tensor, _) in holders.items()}
-    widths_before, shapes_before = query_widths(model), tensor_shapes(model)
-    for (name, dim), indices in removals.items():
-        _check_tensor(tensors, plan.graph, name, dim, indices)
-    with one_thread():
-        norms = _weight_norms(model)
-        sliced = _sliced({**tensors, **_weight_norm_sources(norms, tensors, removals)}, removals)
-        _renormalise(norms, tensors, sliced)
-    if inplace:
-        target = model
-    else:  # the memo hands deepcopy the sliced tensors: the full-size ones are never cloned
-        memo: dict[int, Any] = {id(tensors[name]): new for name, new in sliced.items()}
-        memo |= weight_norm_memo(model)
-        target = copy.deepcopy(model, memo)
-    slots = holders if inplace else _holders(target)
-    touched: set[nn.Module] = set()
-    for name, new in sliced.items():
-        for module, local, is_param in slots[name][1]:
-            (module._parameters if is_param else module._buffers)[local] = new
-            touched.add(module)
-        if (parent := parametrized_module(name)) is not None:  # a weight_norm conv reads its new shape
-            touched.add(target.get_submodule(parent))
-    for module in touched:
-        update_attributes(module)
-    if replay is not None:
-        _resize(target, plan.graph.trace, expected)
-    update_stored_sizes(target, shapes_before)
-    update_model(target, plan.graph.heads, widths_before)
-    if verify and replay is not None:
-        verify_pruned(target, plan.graph.trace, replay, expected, None if inplace else model)
-    return target
+    with gc_paused():  # see gc_pause.py; a with block adds no frame (warnings' stacklevel)
+        if not isinstance(plan, PruningPlan):
+            raise TypeError(f"plan must be a PruningPlan (see build_plan), got {type(plan).__name__}")
+        removals = plan.tensor_removals()
+        replay = plan.graph.replay
+        if replay is not None:
+            expected = expected_shapes(
+                plan.graph.trace, replay.labels, replay.uf, replay.channel_roots, plan.removals
+            )
+            check_sliced_qkv(plan.graph.trace, expected)
+        holders = _holders(model)
+        tensors = {name: tensor for name, (tensor, _) in holders.items()}
+        widths_before, shapes_before = query_widths(model), tensor_shapes(model)
+        for (name, dim), indices in removals.items():
+            _check_tensor(tensors, plan.graph, name, dim, indices)
+        with one_thread():
+            norms = _weight_norms(model)
+            sliced = _sliced({**tensors, **_weight_norm_sources(norms, tensors, removals)}, removals)
+            _renormalise(norms, tensors, sliced)
+        if inplace:
+            target = model
+        else:  # the memo hands deepcopy the sliced tensors: the full-size ones are never cloned
+            memo: dict[int, Any] = {id(tensors[name]): new for name, new in sliced.items()}
+            memo |= weight_norm_memo(model)
+            target = copy.deepcopy(model, memo)
+        slots = holders if inplace else _holders(target)
+        touched: set[nn.Module] = set()
+        for name, new in sliced.items():
+            for module, local, is_param in slots[name][1]:
+                (module._parameters if is_param else module._buffers)[local] = new
+                touched.add(module)
+            if (parent := parametrized_module(name)) is not None:  # a weight_norm conv reads its new shape
+                touched.add(target.get_submodule(parent))
+        for module in touched:
+            update_attributes(module)
+        if replay is not None:
+            _resize(target, plan.graph.trace, expected)
+        update_stored_sizes(target, shapes_before)
+        update_model(target, plan.graph.heads, widths_before)
+        if verify and replay is not None:
+            verify_pruned(target, plan.graph.trace, replay, expected, None if inplace else model)
+        return target
 
 
 def _resize(model: nn.Module, trace: Trace, expected: list[tuple[int, ...]]) -> None:
@@ -290,7 +292,8 @@ def _weight_norms(model: nn.Module) -> list[tuple[str, str, int]]:
     found = []
     for name, module in model.named_modules():
         prefix = f"{name}." if name else ""
-        for tensor, chain in module._modules.get("parametrizations", {}).items():  # no __getattr__ miss
+        children = module._modules  # no __getattr__ miss; a TorchScript module's is not a dict
+        for tensor, chain in children["parametrizations"].items() if "parametrizations" in children else ():
             if len(chain) == 1 and isinstance(chain[0], _WeightNorm):
                 path = f"{prefix}parametrizations.{tensor}"
                 found.append((f"{path}.original0", f"{path}.original1", chain[0].dim))

@@ -17,8 +17,9 @@ from contextlib import contextmanager
 
 @contextmanager
 def gc_paused() -> Iterator[None]:
-    """Cyclic garbage collection off inside (as a decorator: during each call), back on after where it
-    was on before, also after an exception; a caller that turned it off keeps it off."""
+    """Cyclic garbage collection off inside, back on after where it was on before, also after an
+    exception; a caller that turned it off keeps it off. Used as a ``with`` block, not a decorator: a
+    wrapper's frame would shift the ``stacklevel`` of the warnings raised inside."""
     enabled = gc.isenabled()
     gc.disable()
     try:

@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import math
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -126,7 +127,6 @@ class DependencyGraph:
         self.replay = replay  # lets apply_plan check the pruned model (None: no check)
 
     @classmethod
-    @gc_paused()
     def build(
         cls,
         model: nn.Module,
@@ -142,48 +142,51 @@ class DependencyGraph:
         Raises ``UnsupportedOpError`` naming the op and module when an op without a channel rule
         touches a prunable channel.
         """
-        check_choice(heads, "heads", HEAD_MODES)
-        start = time.perf_counter()
-        modules = dict(model.named_modules())
-        ignored = _check_ignore(ignore, modules)
-        trace = trace_model(model, example_inputs)
-        uf, labels, members, shapes = UnionFind(), {}, [], {}
-        channel_dims, tensors = _channel_dims(modules, ignored), []
-        for node, (kind, name) in trace.sources.items():
-            if kind in ("param", "buffer"):
-                shape = shapes[name] = trace.shapes[node]
-                owner, _, local = name.rpartition(".")
-                tensors.append((node, name, owner, shape, channel_dims(owner, local, kind, shape)))
-        # fresh labels for every channel dim at once, in order; the other dims share read-only zeros
-        count = sum(n for *_, shape, dims in tensors for d, n in enumerate(shape) if d in dims and n > 1)
-        fresh, start = uf.fresh(count), 0
-        for node, name, owner, shape, dims in tensors:
-            vectors = []
-            for d, n in enumerate(shape):
-                if d in dims and n > 1:
-                    vectors.append(fresh[start : start + n])
-                    members.append((Member(name, d, dims[d], owner), vectors[-1]))
-                    start += n
-                else:
-                    vectors.append(_pinned(n))
-            labels[node] = vectors
-        classes = {k: type(v).__name__ for k, v in modules.items()}
-        attention = find_attention(trace)
-        ctx = propagate(trace, uf, labels, classes, head_hints(trace, heads, attention), _sliced_qkv(trace))
-        couple_eager_attention(attention, labels, uf)
-        vectors = [v for _, v in members]
-        roots = uf.find(np.concatenate(vectors)) if vectors else np.zeros(0, dtype=np.int64)
-        roots = _pin_unproduced(uf, roots, [m for m, _ in members], [len(v) for v in vectors])
-        groups, channel_roots = _groups([m for m, _ in members], roots, [len(v) for v in vectors])
-        groups = _annotated(
-            groups,
-            channel_roots,
-            [(uf.find(v), m) for v, m in ctx.multiples],
-            [uf.find(v) for v in ctx.statistics],
-        )
-        producers = tuple(tuple(sorted({m.module for m in g.members if m.role == "out"})) for g in groups)
-        replay = Replay(example_inputs, labels, uf, channel_roots, classes, producers)
-        return cls(groups, shapes, trace, time.perf_counter() - start, heads, replay)
+        with gc_paused():  # see gc_pause.py; a with block adds no frame (warnings' stacklevel)
+            check_choice(heads, "heads", HEAD_MODES)
+            start = time.perf_counter()
+            modules = dict(model.named_modules())
+            ignored = _check_ignore(ignore, modules) + _compiled(modules)
+            trace = trace_model(model, example_inputs)
+            uf, labels, members, shapes = UnionFind(), {}, [], {}
+            channel_dims, tensors = _channel_dims(modules, ignored), []
+            for node, (kind, name) in trace.sources.items():
+                if kind in ("param", "buffer"):
+                    shape = shapes[name] = trace.shapes[node]
+                    owner, _, local = name.rpartition(".")
+                    tensors.append((node, name, owner, shape, channel_dims(owner, local, kind, shape)))
+            # fresh labels for every channel dim at once, in order; the other dims share read-only zeros
+            count = sum(n for *_, shape, dims in tensors for d, n in enumerate(shape) if d in dims and n > 1)
+            fresh, at = uf.fresh(count), 0
+            for node, name, owner, shape, dims in tensors:
+                vectors = []
+                for d, n in enumerate(shape):
+                    if d in dims and n > 1:
+                        vectors.append(fresh[at : at + n])
+                        members.append((Member(name, d, dims[d], owner), vectors[-1]))
+                        at += n
+                    else:
+                        vectors.append(_pinned(n))
+                labels[node] = vectors
+            classes = {k: type(v).__name__ for k, v in modules.items()}
+            attention = find_attention(trace)
+            ctx = propagate(
+                trace, uf, labels, classes, head_hints(trace, heads, attention), _sliced_qkv(trace)
+            )
+            couple_eager_attention(attention, labels, uf)
+            vectors = [v for _, v in members]
+            roots = uf.find(np.concatenate(vectors)) if vectors else np.zeros(0, dtype=np.int64)
+            roots = _pin_unproduced(uf, roots, [m for m, _ in members], [len(v) for v in vectors])
+            groups, channel_roots = _groups([m for m, _ in members], roots, [len(v) for v in vectors])
+            groups = _annotated(
+                groups,
+                channel_roots,
+                [(uf.find(v), m) for v, m in ctx.multiples],
+                [uf.find(v) for v in ctx.statistics],
+            )
+            producers = tuple(tuple(sorted({m.module for m in g.members if m.role == "out"})) for g in groups)
+            replay = Replay(example_inputs, labels, uf, channel_roots, classes, producers)
+            return cls(groups, shapes, trace, time.perf_counter() - start, heads, replay)
 
     def __repr__(self) -> str:
         return f"DependencyGraph({len(self.groups)} groups, {len(self.trace.ops)} ops)"
@@ -269,6 +272,25 @@ def _check_ignore(ignore: Iterable[str], modules: dict[str, nn.Module]) -> tuple
             f"{[n for n in modules if n][:8]} (see model.named_modules())"
         )
     return names
+
+
+def _compiled(modules: dict[str, nn.Module]) -> tuple[str, ...]:
+    """The outermost TorchScript modules (``torch.jit.script`` / ``torch.jit.trace``), kept whole with a
+    warning: their compiled code holds sizes (a conv's ``groups``, a stored width) that pruning cannot
+    update, and their ops are recorded as their caller's."""
+    found: list[str] = []
+    for name, module in modules.items():
+        if isinstance(module, torch.jit.ScriptModule) and not _is_ignored(name, tuple(found)):
+            found.append(name)
+    if found:
+        where = "the model is" if found == [""] else f"{len(found)} module(s) ({', '.join(found[:4])}) are"
+        warnings.warn(
+            f"{where} TorchScript (torch.jit.script or torch.jit.trace): compiled code keeps the sizes it "
+            "was built with, so prunekit keeps the channels it touches, and those coupled to them, whole. "
+            "To prune inside, build the graph on the Python module before scripting it",
+            stacklevel=3,
+        )
+    return tuple(found)
 
 
 def _is_ignored(owner: str, ignored: tuple[str, ...]) -> bool:

@@ -39,11 +39,13 @@ def shortcut_for(module: nn.Module) -> Shortcut | None:
 def hook_free(module: nn.Module) -> bool:
     """No hooks of its own and no ``forward`` set on the instance; its class's ``forward`` a Python
     function (not a scripted module's)."""
+    if isinstance(module, torch.jit.ScriptModule):  # first: its class's forward is a descriptor that
+        return False  # fails on a deep copy
     if "forward" in module.__dict__ or not isinstance(type(module).forward, types.FunctionType):
         return False
     if module._forward_pre_hooks or module._forward_hooks or module._backward_hooks:
         return False
-    return not (module._backward_pre_hooks or isinstance(module, torch.jit.ScriptModule))
+    return not module._backward_pre_hooks
 
 
 def _plain(*tensors: torch.Tensor | None) -> bool:

@@ -377,7 +377,8 @@ def _module_stack(
     instance that keeps the stack itself (PyTorch's call then takes its path without hooks, and a
     forward called directly, ``self.block.forward(x)``, is its module's too); with ``shortcuts``, a
     layer with a :func:`.shortcuts.shortcut_for` there hands its ops to the recorder directly (where no
-    other mode is active at the call). The other modules get forward hooks."""
+    other mode is active at the call). The other modules get forward hooks, except TorchScript modules,
+    which take none: their ops are their caller's."""
     stack, nodes = recorder.stack, recorder.nodes
     inputs, outputs = recorder.trace.module_inputs, recorder.trace.module_outputs
 
@@ -429,6 +430,8 @@ def _module_stack(
     handles, wrapped = [], []
     wrap = _no_global_module_hooks()
     for name, module in modules:
+        if isinstance(module, torch.jit.ScriptModule):  # takes no hooks: its ops are its caller's
+            continue
         if wrap and hook_free(module):
             shortcut = shortcut_for(module) if shortcuts else None
             module.__dict__["forward"] = forward = wrapped_forward(name, module, shortcut)
