@@ -210,7 +210,7 @@ QUICK = ("resnet18", "mobilenet_v2", "tiny_llama")
 # CPU time in page faults (591 k per forward), a cost that follows activation bytes, not MACs.
 THP_MALLOC = "glibc.malloc.hugetlb=1"
 # --quick: latency runs, graph + prune runs, latency image side, timeouts (s) for ours and TP
-QUICK_REPS, QUICK_REPEATS, QUICK_SIZE, QUICK_TIMEOUTS = 3, 3, 112, (60, 10)
+QUICK_REPS, QUICK_REPEATS, QUICK_SIZE, QUICK_TIMEOUTS = 3, 3, 112, (60, 5)
 
 
 def _input(kind: str, batch: int, size: int = 224) -> torch.Tensor:
