@@ -150,20 +150,22 @@ def test_parameters_the_forward_never_reads_are_kept_whole_with_a_warning() -> N
 
 
 class WithScripted(nn.Module):
-    """A TorchScript block between Python layers."""
+    """A TorchScript block (scripted or traced) between Python layers."""
 
-    def __init__(self) -> None:
+    def __init__(self, traced: bool = False) -> None:
         super().__init__()
         self.stem = nn.Conv2d(3, 8, 3, padding=1)
-        self.block = torch.jit.script(nn.Sequential(nn.Conv2d(8, 8, 1, groups=2), nn.ReLU()))
+        block = nn.Sequential(nn.Conv2d(8, 8, 1, groups=2), nn.ReLU())
+        self.block = torch.jit.trace(block, torch.randn(1, 8, 2, 2)) if traced else torch.jit.script(block)
         self.mid, self.out = nn.Conv2d(8, 16, 1), nn.Conv2d(16, 4, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(self.mid(self.block(self.stem(x))).relu())
 
 
-def test_torchscript_modules_are_kept_whole_with_a_warning_and_the_rest_prunes() -> None:
-    model, x = WithScripted(), torch.randn(2, 3, 6, 6)
+@pytest.mark.parametrize("traced", [False, True])
+def test_torchscript_modules_are_kept_whole_with_a_warning_and_the_rest_prunes(traced: bool) -> None:
+    model, x = WithScripted(traced), torch.randn(2, 3, 6, 6)
     with pytest.warns(UserWarning, match=r"1 module\(s\) \(block\) are TorchScript") as caught:
         graph = DependencyGraph.build(model, x)
     assert caught[0].filename == __file__
@@ -172,6 +174,31 @@ def test_torchscript_modules_are_kept_whole_with_a_warning_and_the_rest_prunes()
     assert pruned.mid.out_channels == 8 and pruned.stem.out_channels == 8
     assert torch.equal(pruned.block.state_dict()["0.weight"], model.block.state_dict()["0.weight"])
     assert pruned(x).shape == model(x).shape
+
+
+class UnderscoreConv(nn.Module):
+    """``torch._convolution``, the op TorchScript traces record for a conv, called directly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 6, 3, padding=1), nn.Conv2d(6, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.a
+        y = torch._convolution(
+            x, a.weight, a.bias, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, *[False, False, True, True]
+        )
+        return self.b(y.relu())
+
+
+def test_underscore_convolution_couples_like_a_conv_and_prunes_exactly() -> None:
+    model, x = UnderscoreConv().eval(), torch.randn(2, 3, 5, 5)
+    graph = DependencyGraph.build(model, x)
+    (group,) = graph.groups
+    assert {(m.tensor, m.dim) for m in group.members} == {("a.weight", 0), ("a.bias", 0), ("b.weight", 1)}
+    pruned, zeroed, _ = prune_zeroed(model, graph, [group], torch.Generator().manual_seed(1))
+    assert pruned.a.out_channels < 6
+    assert_exact(pruned, zeroed, x)
 
 
 @pytest.mark.parametrize("cell", [nn.GRU, nn.RNN, nn.LSTM])

@@ -89,7 +89,7 @@ def _register() -> None:
     register_op_rule("expand", shape.expand)
     register_op_rule("repeat", shape.repeat)
     register_op_rule(("view", "_unsafe_view", "reshape", "squeeze", "unsqueeze", "flatten"), view)
-    register_op_rule("convolution", layers.convolution)
+    register_op_rule(("convolution", "_convolution"), layers.convolution)  # _convolution: TorchScript traces
     register_op_rule("_weight_norm_interface", layers.weight_norm)
     register_op_rule(("mm", "addmm", "bmm", "baddbmm"), layers.mm)
     register_op_rule("mv", layers.mv)
