@@ -609,3 +609,31 @@ def test_a_branch_taken_once_pruned_widths_agree_is_refused() -> None:
     with pytest.raises(PrunedModelMismatchError, match=r"another path .*aten\.add\.Tensor where the"):
         apply_plan(model, plan)
     assert apply_plan(model, PruningPlan(graph, {wide.index: list(range(8))})).conv.out_channels == 15
+    assert graph.trace.shapes_only  # its runs put module state back: a difference is the branch
+    with pytest.raises(PrunedModelMismatchError, match=r"another path .*aten\.add\.Tensor where the"):
+        apply_plan(model, plan, inplace=True)  # before, in place, this passed with another network
+
+
+class ShortcutIfWidthsMatchCounted(ShortcutIfWidthsMatch):
+    """The same, counting its calls: a forward that changes module state is recorded for real."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls = getattr(self, "calls", 0) + 1
+        return super().forward(x)
+
+
+def test_a_path_change_in_place_after_a_real_recording_is_a_warning() -> None:
+    torch.manual_seed(0)
+    model, x = ShortcutIfWidthsMatchCounted().eval(), torch.randn(2, 3, 8, 8)
+    graph = DependencyGraph.build(model, x)
+    assert not graph.trace.shapes_only
+    wide, narrow = sorted((g for g in graph.groups if g.size in (15, 16)), key=lambda g: -g.size)
+    plan = PruningPlan(graph, {wide.index: list(range(8)), narrow.index: list(range(7))})
+    with pytest.raises(PrunedModelMismatchError, match="another path"):
+        apply_plan(model, plan)
+    with pytest.warns(
+        UserWarning,
+        match=r"runs other ops than the traced original in the model's own forward: .*inplace=False",
+    ) as caught:
+        apply_plan(model, plan, inplace=True)
+    assert caught[0].filename == __file__

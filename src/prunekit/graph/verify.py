@@ -13,6 +13,7 @@ or counted with ``.tolist()``), and pruning changes the values.
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -130,19 +131,35 @@ def _check_same_path(
     else. Not checked where values choose the path (``nonzero``), nor where a dim went down to one
     channel (ATen decomposes other ways, contiguity changes). A module that differs is compared once
     more with a second run of ``original`` (a cache filled or weights rescaled on the first call, as
-    LeViT and RWKV do, is a path of the first call only); without ``original`` (``inplace``) it passes."""
+    LeViT and RWKV do, is a path of the first call only). Without ``original`` (``inplace``) that run is
+    needed only where the first recording was real: a shape-only recording puts back every module
+    state the forward changed (a forward that changes it is recorded for real), so each of its runs is a
+    first call. There the difference is reported as a warning: it cannot be told from a first-call path."""
     differ = {
         name: (before, after)
         for name, (before, after) in _by_module(trace, got).items()
         if [op.func for op in before] != [op.func for op in after]
     }
-    if not differ or original is None or any(op.name in _DATA_DEPENDENT for op in trace.ops):
+    if not differ or any(op.name in _DATA_DEPENDENT for op in trace.ops):
         return
     if any(_shrinks_to_one(expected[node], trace.shapes[node]) for node in range(len(trace.shapes))):
         return
-    again = _by_module(trace_model(original, example_inputs, shapes_only=trace.shapes_only), got)
-    pairs = {name: again.get(name, ([], [])) for name in differ}  # a module the second run skips too
-    differ = {name: (b, a) for name, (b, a) in pairs.items() if [o.func for o in b] != [o.func for o in a]}
+    if original is not None:
+        again = _by_module(trace_model(original, example_inputs, shapes_only=trace.shapes_only), got)
+        pairs = {name: again.get(name, ([], [])) for name in differ}  # a module the second run skips too
+        differ = {
+            name: (b, a) for name, (b, a) in pairs.items() if [o.func for o in b] != [o.func for o in a]
+        }
+    elif not trace.shapes_only:
+        names = ", ".join(_where(name, modules) for name in list(differ)[:4])
+        warnings.warn(
+            f"the pruned model runs other ops than the traced original in {names}: a forward that branches "
+            "on a size pruning changed, or a path the original takes on its first call only (a cache it "
+            "fills). Pruned in place, the original cannot be run again to tell which; prune a copy "
+            "(inplace=False) to have it checked",
+            stacklevel=4,
+        )
+        return
     for name, (before, after) in differ.items():
         index, (old, new) = next(
             (i, pair)
