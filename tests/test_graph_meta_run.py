@@ -358,11 +358,26 @@ class _CachesByDevice(_ReadsAWeight):
         return y
 
 
+class _CollectsFeatures(_ReadsAWeight):
+    """Appends each activation to a list attribute (feature extraction)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features: list[torch.Tensor] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.features.append(y := self.fc(x))
+        return y
+
+
 def test_the_model_state_a_shapes_only_forward_changes_is_put_back() -> None:
     model = _CachesByDevice()
     trace = trace_model(model, torch.randn(3, 4))
     assert not trace.shapes_only  # it changed the model: recorded for real, as its own forward runs
     assert list(model.cache) == ["cpu"] and not model.cache["cpu"].is_meta  # no stand-in left behind
+    collector = _CollectsFeatures()
+    assert not trace_model(collector, torch.randn(3, 4)).shapes_only
+    assert [t.is_meta for t in collector.features] == [False]  # before: a meta stand-in stayed there
 
 
 class _Attention(nn.Module):

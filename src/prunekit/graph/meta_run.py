@@ -175,30 +175,35 @@ _SDPA_SIGNATURE = inspect.signature(_sdpa)
 _DATA_CONSTRUCTORS = (torch.tensor, torch.as_tensor, torch.asarray)
 
 
-Snapshot = list[tuple[dict[str, Any], dict[str, Any], list[tuple[dict, dict]]]]
+Snapshot = list[tuple[dict[str, Any], dict[str, Any], list[tuple[Any, Any]]]]
 
 
 def snapshot(modules: Iterable[nn.Module]) -> Snapshot:
-    """Each module's attributes (its live ``vars``, a shallow copy) and each of its dict attributes
-    (``_buffers``, caches) with a copy: what :func:`restore` puts back after a forward on stand-ins.
-    ``modules``: every module of the model (``model.modules()``)."""
+    """Each module's attributes (its live ``vars``, a shallow copy) and each dict or list they hold
+    (``_buffers``, a cache, features a forward appends to) with a copy: what :func:`restore` puts back
+    after a forward on stand-ins. ``modules``: every module of the model (``model.modules()``)."""
     saved = []
     for module in modules:
         live = vars(module)
-        saved.append((live, live.copy(), [(d, d.copy()) for d in live.values() if type(d) is dict]))
+        held = [(c, c.copy()) for c in live.values() if type(c) is dict or type(c) is list]
+        saved.append((live, live.copy(), held))
     return saved
 
 
 def restore(saved: Snapshot) -> bool:
     """Put every module's attributes back as :func:`snapshot` found them; return whether any had changed."""
     changed = False
-    for live, before, dicts in saved:
+    for live, before, held in saved:
         if not _same(live, before):
             live.clear()
             live.update(before)
             changed = True
-        for current, content in dicts:
-            if not _same(current, content):
+        for current, content in held:
+            if type(current) is list:
+                if len(current) != len(content) or not all(map(operator.is_, current, content)):
+                    current[:] = content
+                    changed = True
+            elif not _same(current, content):
                 current.clear()
                 current.update(content)
                 changed = True

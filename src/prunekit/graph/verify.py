@@ -132,9 +132,10 @@ def _check_same_path(
     channel (ATen decomposes other ways, contiguity changes). A module that differs is compared once
     more with a second run of ``original`` (a cache filled or weights rescaled on the first call, as
     LeViT and RWKV do, is a path of the first call only). Without ``original`` (``inplace``) that run is
-    needed only where the first recording was real: a shape-only recording puts back every module
-    state the forward changed (a forward that changes it is recorded for real), so each of its runs is a
-    first call. There the difference is reported as a warning: it cannot be told from a first-call path."""
+    needed only where the first recording was real: a shape-only recording puts back the module
+    attributes (and the dicts and lists they hold) the forward changed, and a forward that changes them
+    is recorded for real, so each shape-only run is a first call. After a real recording the difference
+    is a warning: it cannot be told from a first-call path."""
     differ = {
         name: (before, after)
         for name, (before, after) in _by_module(trace, got).items()
