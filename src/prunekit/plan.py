@@ -145,9 +145,8 @@ def build_plan(
         if counts is not None:
             _check_counts(counts, graph, global_ranking)
         skip = set(ignore) if not isinstance(ignore, str) else {ignore}
-        generator = (
-            generator if generator is not None else torch.Generator().manual_seed(0)
-        )  # one for all groups
+        if generator is None:
+            generator = torch.Generator().manual_seed(0)  # one for all groups
         scored: dict[int, torch.Tensor] = {}
         with one_thread(), shared_reductions(graph.groups):
             for group in graph.groups:
