@@ -118,6 +118,29 @@ def test_tokens_that_are_not_contiguous_take_the_layers_forward() -> None:
     assert "view" not in [op.name for op in trace.ops if op.module == "fc"]
 
 
+def test_an_empty_tensor_made_from_nothing_is_not_recorded() -> None:
+    """Batch norm's CPU reserve (an empty byte tensor no op reads) is left out of every recording, as is
+    a forward's own ``torch.empty(0)``: one read later is a constant of no elements."""
+
+    class Gather(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.bn(self.conv(x))
+            return torch.cat([torch.empty(0), y.flatten()]).view(y.shape)
+
+    model, x = Gather().eval(), torch.randn(1, 3, 6, 6)
+    fast = _assert_same(model, x)
+    real = trace_model(model, x, shapes_only=False)
+    assert [op.name for op in real.ops] == [op.name for op in fast.ops]
+    assert [op.name for op in fast.ops] == ["convolution", "native_batch_norm", "view", "cat", "view"]
+    cat = fast.ops[3]
+    assert real.sources[real.ops[3].args[0][0].node] == ("constant", "")
+    assert fast.shapes[cat.args[0][0].node] == (0,)
+
+
 @pytest.mark.parametrize("name", sorted(set(ZOO) - {"vit"}))  # the ViT's nn.MultiheadAttention: recorded
 def test_zoo_models_record_the_same_trace_with_shortcuts(name: str) -> None:  # for real, no shortcuts
     _assert_same(*build(name))

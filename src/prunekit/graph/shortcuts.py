@@ -81,8 +81,8 @@ _BATCH_NORM_RANKS = {nn.BatchNorm1d: (2, 3), nn.BatchNorm2d: (4,), nn.BatchNorm3
 
 
 def _batch_norm(call: Call, m: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
-    """An eval-mode BatchNorm with running statistics on CPU or meta: PyTorch's CPU path allocates an
-    empty byte tensor (cuDNN's reserve) and calls ``aten.native_batch_norm``."""
+    """An eval-mode BatchNorm with running statistics on CPU or meta: ``aten.native_batch_norm`` (PyTorch's
+    CPU path first allocates an empty byte tensor, cuDNN's reserve, which a recording leaves out)."""
     weight, bias, mean, var = m.weight, m.bias, m.running_mean, m.running_var
     if m.training or mean is None or var is None or x.dim() not in _BATCH_NORM_RANKS[type(m)]:
         return None
@@ -92,8 +92,6 @@ def _batch_norm(call: Call, m: nn.Module, x: torch.Tensor) -> torch.Tensor | Non
     if any(t is not None and t.numel() != channels for t in (weight, bias, mean, var)):
         return None  # the forward's own error says what is wrong
     momentum = 0.0 if m.momentum is None else float(m.momentum)
-    reserve = {"dtype": torch.uint8, "layout": torch.strided, "device": x.device}
-    call(aten.empty.memory_format, ([0],), reserve)
     args = (x, weight, bias, mean, var, False, momentum, float(m.eps))
     return call(aten.native_batch_norm.default, args, {})[0]
 

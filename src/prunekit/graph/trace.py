@@ -127,6 +127,8 @@ class _Recorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         kwargs = kwargs or {}
+        if func is _EMPTY and args[0] == [0]:  # no input, no element: not recorded (batch norm's CPU reserve)
+            return func(*args, **kwargs) if self.runner is None else self.runner(func, args, kwargs)
         if func.overloadpacket in _RESTRIDES:  # its rule needs the layout before (as_strided_ changes it)
             x = args[0]
             self.trace.layouts[self.ref(x).node] = (x.stride(), x.storage_offset())
@@ -159,6 +161,7 @@ def _forget(nodes: dict[int, int], key: int, node: int, _: weakref.ref) -> None:
 
 
 _RESTRIDES = (torch.ops.aten.as_strided, torch.ops.aten.as_strided_)
+_EMPTY = torch.ops.aten.empty.memory_format
 _ALIGNED = (torch.ops.aten._grouped_mm,)
 
 
