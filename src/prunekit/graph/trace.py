@@ -43,7 +43,7 @@ class Ref:
     node: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Op:
     """One ATen call: ``func(*args, **kwargs) -> outputs`` with tensors replaced by :class:`Ref`."""
 
