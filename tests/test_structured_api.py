@@ -354,3 +354,34 @@ def test_random_importance_draws_independently_for_each_group() -> None:
     ]
     assert same_size and all(len(choices) > 1 for choices in same_size)  # not one draw repeated per group
     assert plan.removals == build_plan(model, graph, 0.5, "random").removals  # and reproducible
+
+
+class Gain(nn.Module):
+    """A user's layer: a per-channel gain and a width attribute no heuristic knows."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.gain, self.seen = nn.Parameter(torch.rand(channels) + 0.5), channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gain.view(1, -1, 1, 1)
+
+
+def test_a_registered_handler_names_its_layers_dims_and_updates_it() -> None:
+    from prunekit.graph import ModuleHandler, handler_for, register_handler
+    from prunekit.graph.modules import HANDLERS, _key
+
+    model = nn.Sequential(nn.Conv2d(3, 6, 1), Gain(6), nn.Conv2d(6, 2, 1)).eval()
+    x = torch.randn(1, 3, 4, 4)
+    assert handler_for(model[1]) is None  # looked up (and remembered) before the registration
+    handler = ModuleHandler(lambda m: {"gain": {0: "in"}}, lambda m: setattr(m, "seen", m.gain.numel()))
+    register_handler(Gain, handler)
+    try:
+        assert handler_for(model[1]) is handler
+        graph = DependencyGraph.build(model, x)
+        (group,) = [g for g in graph.groups if any(m.tensor == "1.gain" for m in g.members)]
+        pruned = apply_plan(model, PruningPlan(graph, {group.index: (1, 4)}))
+        assert (pruned[1].gain.shape, pruned[1].seen, model[1].seen) == ((4,), 4, 6)
+    finally:
+        HANDLERS.unregister(_key(Gain))
+    assert handler_for(model[1]) is None

@@ -12,12 +12,14 @@ class Registry(Generic[T]):
     """A named collection of scorers, patterns or formats.
 
     ``register`` refuses a name twice; ``get`` on an unknown name raises a ``ValueError`` that lists
-    every valid name, so a typo tells the user what they could have written.
+    every valid name, so a typo tells the user what they could have written. ``version`` counts the
+    changes (a cache of lookups is stale once it moves).
     """
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        self.version = 0
 
     def register(self, name: str, item: T) -> T:
         if not isinstance(name, str) or not name:
@@ -28,11 +30,13 @@ class Registry(Generic[T]):
                 f"(registered: {', '.join(self.names())})"
             )
         self._items[name] = item
+        self.version += 1
         return item
 
     def unregister(self, name: str) -> None:
         self.get(name)
         del self._items[name]
+        self.version += 1
 
     def get(self, name: str) -> T:
         try:

@@ -51,11 +51,22 @@ def register_handler(cls: type[nn.Module], handler: ModuleHandler) -> ModuleHand
 
 
 def handler_for(module: nn.Module) -> ModuleHandler | None:
-    """The handler of the nearest registered class in ``type(module).__mro__``, or ``None``."""
-    for cls in type(module).__mro__:
-        if _key(cls) in HANDLERS:
-            return HANDLERS.get(_key(cls))
-    return None
+    """The handler of the nearest registered class in ``type(module).__mro__``, or ``None``.
+
+    Looked up once per class while the registry is unchanged (~1 µs per module, asked ~3 times per
+    module by a graph and a prune)."""
+    global _found_version
+    if _found_version != HANDLERS.version:
+        _FOUND.clear()
+        _found_version = HANDLERS.version
+    cls = type(module)
+    if cls not in _FOUND:
+        _FOUND[cls] = next((HANDLERS.get(_key(c)) for c in cls.__mro__ if _key(c) in HANDLERS), None)
+    return _FOUND[cls]
+
+
+_FOUND: dict[type, ModuleHandler | None] = {}  # class → handler, as of registry version _found_version
+_found_version = -1
 
 
 def inherits_handler(module: nn.Module) -> bool:
