@@ -50,3 +50,5 @@ def test_random_batches_match_a_one_pair_at_a_time_reference() -> None:
     for x in labels.tolist():
         expected.setdefault(root(x), set()).add(x)
     assert _partition(uf, labels) == {frozenset(s) for s in expected.values()}
+    # each set's root is its smallest label: the unions, joined lazily in one batch, give the same roots
+    assert uf.find(labels).tolist() == [min(expected[root(x)]) for x in labels.tolist()]

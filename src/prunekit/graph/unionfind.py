@@ -1,5 +1,9 @@
 """A vectorised union-find over integer channel labels; label 0 is the pinned class (never removed).
 
+Unions are joined lazily: each is queued, and the next ``find`` joins the whole queue in one batch.
+Every set's root is its smallest label whatever the order of the unions, so a batch gives the roots
+the unions one at a time would. Propagating MobileNetV2's labels makes ~150 unions and no find: one
+batch instead of ~150 rounds of ten array operations on short vectors (its graph build: 0.94–0.97×).
 Tests on label arrays use ``np.count_nonzero`` (C): ``ndarray.any``/``all`` pass through a Python
 wrapper, ~0.8 µs a call, and a graph build makes thousands of them.
 """
@@ -23,6 +27,7 @@ class UnionFind:
     def __init__(self) -> None:
         self._parent = np.zeros(1024, dtype=np.int64)
         self._size = 1
+        self._queued: list[tuple[np.ndarray, np.ndarray]] = []  # unions not joined yet
 
     def __len__(self) -> int:
         return self._size
@@ -38,8 +43,14 @@ class UnionFind:
         return ids.reshape(shape)
 
     def find(self, labels: np.ndarray) -> np.ndarray:
-        """Roots of ``labels`` (same shape); compresses the paths it walks."""
-        labels = np.asarray(labels, dtype=np.int64)
+        """Roots of ``labels`` (same shape), after joining the queued unions; compresses the paths it
+        walks."""
+        if self._queued:
+            queued, self._queued = self._queued, []
+            self._join(np.concatenate([a for a, _ in queued]), np.concatenate([b for _, b in queued]))
+        return self._roots(np.asarray(labels, dtype=np.int64))
+
+    def _roots(self, labels: np.ndarray) -> np.ndarray:
         parent = self._parent
         roots = parent[labels]
         up = parent[roots]
@@ -54,14 +65,16 @@ class UnionFind:
         return roots
 
     def union(self, a: np.ndarray, b: np.ndarray) -> None:
-        """Merge the sets of ``a[i]`` and ``b[i]`` for every ``i`` (arrays broadcast)."""
+        """Merge the sets of ``a[i]`` and ``b[i]`` for every ``i`` (arrays broadcast), at the next find."""
         a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
         if a.shape != b.shape:
             a, b = np.broadcast_arrays(a, b)
-        a, b = a.ravel(), b.ravel()
+        self._queued.append((a.ravel(), b.ravel()))  # views are safe: no label array is written in place
+
+    def _join(self, a: np.ndarray, b: np.ndarray) -> None:
         parent = self._parent
         while True:
-            ra, rb = self.find(a), self.find(b)
+            ra, rb = self._roots(a), self._roots(b)
             differ = ra != rb
             if not np.count_nonzero(differ):
                 return
