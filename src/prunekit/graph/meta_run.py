@@ -22,6 +22,8 @@ import inspect
 import math
 import operator
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import torch
@@ -175,39 +177,70 @@ _SDPA_SIGNATURE = inspect.signature(_sdpa)
 _DATA_CONSTRUCTORS = (torch.tensor, torch.as_tensor, torch.asarray)
 
 
-Snapshot = list[tuple[dict[str, Any], dict[str, Any], list[tuple[Any, Any]]]]
+@dataclass(frozen=True)
+class Snapshot:
+    """Every module's attributes (its live ``vars``) and every dict or list they hold (``_buffers``, a
+    cache, features a forward appends to), each with a shallow copy taken by :func:`snapshot`."""
+
+    attributes: list[dict[str, Any]]
+    attribute_copies: list[dict[str, Any]]
+    dicts: list[dict[Any, Any]]
+    dict_copies: list[dict[Any, Any]]
+    lists: list[list[Any]]
+    list_copies: list[list[Any]]
 
 
 def snapshot(modules: Iterable[nn.Module]) -> Snapshot:
-    """Each module's attributes (its live ``vars``, a shallow copy) and each dict or list they hold
-    (``_buffers``, a cache, features a forward appends to) with a copy: what :func:`restore` puts back
-    after a forward on stand-ins. ``modules``: every module of the model (``model.modules()``)."""
-    saved = []
-    for module in modules:
-        live = vars(module)
-        held = [(c, c.copy()) for c in live.values() if type(c) is dict or type(c) is list]
-        saved.append((live, live.copy(), held))
-    return saved
+    """What :func:`restore` puts back after a forward on stand-ins. ``modules``: every module of the
+    model (``model.modules()``)."""
+    attributes = [vars(module) for module in modules]
+    copies = list(map(dict.copy, attributes))
+    held = [c for c in chain.from_iterable(map(dict.values, copies)) if type(c) is dict or type(c) is list]
+    dicts, lists = [c for c in held if type(c) is dict], [c for c in held if type(c) is list]
+    return Snapshot(
+        attributes, copies, dicts, list(map(dict.copy, dicts)), lists, list(map(list.copy, lists))
+    )
 
 
 def restore(saved: Snapshot) -> bool:
-    """Put every module's attributes back as :func:`snapshot` found them; return whether any had changed."""
+    """Put every module's attributes back as :func:`snapshot` found them; return whether any had changed.
+
+    Checked first for all containers at once (lengths, then keys or items and values by identity, in C
+    over the concatenation: 0.7× of a check per container on MobileNetV2's 180 modules); only where
+    something differs is each container compared and put back."""
+    if (
+        _unchanged(saved.attributes, saved.attribute_copies)
+        and _unchanged(saved.dicts, saved.dict_copies)
+        and _unchanged(saved.lists, saved.list_copies)
+    ):
+        return False
     changed = False
-    for live, before, held in saved:
+    for live, before in zip(
+        saved.attributes + saved.dicts, saved.attribute_copies + saved.dict_copies, strict=True
+    ):
         if not _same(live, before):
             live.clear()
             live.update(before)
             changed = True
-        for current, content in held:
-            if type(current) is list:
-                if len(current) != len(content) or not all(map(operator.is_, current, content)):
-                    current[:] = content
-                    changed = True
-            elif not _same(current, content):
-                current.clear()
-                current.update(content)
-                changed = True
+    for current, content in zip(saved.lists, saved.list_copies, strict=True):
+        if len(current) != len(content) or not all(map(operator.is_, current, content)):
+            current[:] = content
+            changed = True
     return changed
+
+
+def _unchanged(containers: list[Any], copies: list[Any]) -> bool:
+    """Each container as long as its copy, holding the same keys (dicts) or items (lists) and (dicts)
+    the same values, by identity: a key replaced by an equal string reads as changed (then
+    :func:`_same` compares it by value)."""
+    if list(map(len, containers)) != list(map(len, copies)):
+        return False
+    if not all(map(operator.is_, chain.from_iterable(containers), chain.from_iterable(copies))):
+        return False
+    if not containers or type(containers[0]) is list:
+        return True
+    values = chain.from_iterable(map(dict.values, containers)), chain.from_iterable(map(dict.values, copies))
+    return all(map(operator.is_, *values))
 
 
 def _same(live: dict[str, Any], before: dict[str, Any]) -> bool:
