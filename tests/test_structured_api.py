@@ -385,3 +385,17 @@ def test_a_registered_handler_names_its_layers_dims_and_updates_it() -> None:
     finally:
         HANDLERS.unregister(_key(Gain))
     assert handler_for(model[1]) is None
+
+
+def test_a_walk_is_shared_only_inside_walks_shared() -> None:
+    from prunekit.graph.walk import named_modules, walks_shared
+
+    model, other = nn.Sequential(nn.Linear(2, 2), nn.ReLU()), nn.Sequential(nn.Linear(2, 2))
+    assert named_modules(model) == list(model.named_modules()) and named_modules(model) is not named_modules(
+        model
+    )
+    with walks_shared():
+        walk = named_modules(model)
+        assert named_modules(model) is walk and named_modules(other) is not walk
+        assert named_modules(model, remove_duplicate=False) is not walk
+    assert named_modules(model) is not walk

@@ -30,6 +30,7 @@ from .graph.modules import (
 from .graph.stored_sizes import tensor_shapes, update_stored_sizes
 from .graph.trace import Trace
 from .graph.verify import expected_shapes, verify_pruned
+from .graph.walk import named_modules, walks_shared
 
 
 @dataclass(frozen=True, eq=False)
@@ -228,7 +229,7 @@ def apply_plan(model: nn.Module, plan: PruningPlan, inplace: bool = False, verif
     must be the one the plan predicts (:class:`~prunekit.graph.verify.PrunedModelMismatchError`
     otherwise: e.g. a forward that reshapes with a head count it stores).
     """
-    with gc_paused():  # see gc_pause.py; a with block adds no frame (warnings' stacklevel)
+    with gc_paused(), walks_shared():  # see gc_pause.py and walk.py; no frame added (warnings' stacklevel)
         if not isinstance(plan, PruningPlan):
             raise TypeError(f"plan must be a PruningPlan (see build_plan), got {type(plan).__name__}")
         removals = plan.tensor_removals()
@@ -274,7 +275,7 @@ def apply_plan(model: nn.Module, plan: PruningPlan, inplace: bool = False, verif
 
 def _resize(model: nn.Module, trace: Trace, expected: list[tuple[int, ...]]) -> None:
     """Give layers with a ``resize`` handler the input and output shapes the plan predicts for them."""
-    for name, module in model.named_modules():
+    for name, module in named_modules(model):
         handler = handler_for(module)
         if handler is None or handler.resize is None:
             continue
@@ -289,7 +290,7 @@ def _weight_norms(model: nn.Module) -> list[tuple[str, str, int]]:
     from torch.nn.utils.parametrizations import _WeightNorm
 
     found = []
-    for name, module in model.named_modules():
+    for name, module in named_modules(model):
         prefix = f"{name}." if name else ""
         children = module._modules  # no __getattr__ miss; a TorchScript module's is not a dict
         for tensor, chain in children["parametrizations"].items() if "parametrizations" in children else ():
@@ -374,7 +375,7 @@ def _holders(model: nn.Module) -> dict[str, tuple[torch.Tensor, list[tuple[nn.Mo
     """
     names: dict[int, str] = {}
     holders: dict[int, tuple[torch.Tensor, list[tuple[nn.Module, str, bool]]]] = {}
-    for prefix, module in model.named_modules():
+    for prefix, module in named_modules(model):
         for is_param, tensors in ((True, module._parameters), (False, module._buffers)):
             for local, tensor in tensors.items():
                 if tensor is not None:

@@ -27,6 +27,7 @@ from .rules_shape import tiled_slices
 from .trace import ExampleInputs, Trace, trace_model
 from .unionfind import UnionFind
 from .verify import Replay
+from .walk import named_modules, walks_shared
 
 
 @contextmanager
@@ -142,10 +143,10 @@ class DependencyGraph:
         Raises ``UnsupportedOpError`` naming the op and module when an op without a channel rule
         touches a prunable channel.
         """
-        with gc_paused():  # see gc_pause.py; a with block adds no frame (warnings' stacklevel)
+        with gc_paused(), walks_shared():  # see gc_pause.py and walk.py; no frame added (stacklevel)
             check_choice(heads, "heads", HEAD_MODES)
             start = time.perf_counter()
-            modules = dict(model.named_modules())
+            modules = dict(named_modules(model))
             ignored = _check_ignore(ignore, modules) + _compiled(modules)
             trace = trace_model(model, example_inputs)
             uf, labels, members, shapes = UnionFind(), {}, [], {}

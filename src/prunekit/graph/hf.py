@@ -34,6 +34,7 @@ from torch import nn
 
 from .modules import HANDLERS, ModuleHandler
 from .trace import Ref, Trace
+from .walk import named_modules
 
 CONV1D = "transformers.pytorch_utils.Conv1D"
 _HEAD_DIM = ("head_dim", "attention_head_size", "key_value_proj_dim", "head_size")
@@ -171,7 +172,7 @@ def update_attention(
     config = getattr(model, "config", None)
     widths_before = widths_before or {}
     found = {}
-    for name, module in model.named_modules():
+    for name, module in named_modules(model):
         widths = _projections(module)
         if widths is None:
             continue
@@ -240,7 +241,7 @@ def attention_modules(model: nn.Module) -> list[str]:
     """Names of the attention modules whose head counts and sizes :func:`update_attention` maintains."""
     return [
         n
-        for n, m in model.named_modules()
+        for n, m in named_modules(model)
         if _projections(m) is not None and (_first(m, _HEAD_DIM) or _first(m, _NUM_HEADS))
     ]
 

@@ -27,6 +27,7 @@ from torch import nn
 from .hf import Attention, _out, _projections, update_attention
 from .io import layer_sizes
 from .stored_sizes import stored_numbers
+from .walk import named_modules
 
 _ATTENTION = ("hidden", "heads", "kv_heads", "head_dim")
 _UP = ("up_proj", "c_fc", "fc1", "intermediate.dense", "dense_h_to_4h", "gate_up_proj")
@@ -73,7 +74,7 @@ def _transformers_models(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """``(name prefix, module)`` of the outermost modules that are transformers models (a config with
     ``to_dict`` and ``save_pretrained``): ``model`` itself, or those a user's module holds."""
     found: list[tuple[str, nn.Module]] = []
-    for name, module in model.named_modules():
+    for name, module in named_modules(model):
         if any(name.startswith(prefix) for prefix, _ in found):
             continue
         if "config" not in vars(module) and not hasattr(type(module), "config"):

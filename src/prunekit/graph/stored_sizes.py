@@ -23,6 +23,7 @@ from torch import nn
 
 from .hf import _GROUPS, _HEAD_DIM, _KV_HEADS, _NUM_HEADS, _SCALE, _WIDTH, attention_modules
 from .modules import handler_for
+from .walk import named_modules
 
 Shapes = Mapping[str, tuple[int, ...]]
 
@@ -47,7 +48,7 @@ def tensor_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
 def update_stored_sizes(model: nn.Module, before: Shapes) -> None:
     """Set the size attributes of ``model``'s modules from ``before`` (:func:`tensor_shapes` before
     pruning) and the tensors' shapes now."""
-    modules = dict(model.named_modules())
+    modules = dict(named_modules(model))
     stored = {
         name: found
         for name, m in modules.items()

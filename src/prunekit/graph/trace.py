@@ -32,6 +32,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from .meta_run import MetaCalls, MetaRunner, NeedsValues, restore, snapshot
 from .shortcuts import PLAIN_TENSORS, Call, Shortcut, hook_free, shortcut_for
+from .walk import named_modules
 
 ExampleInputs = Any  # a tensor, a tuple of positional inputs, or a mapping of keyword inputs
 
@@ -211,7 +212,7 @@ def trace_model(
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     args, kwargs = _split_inputs(example_inputs)
-    modules = list(model.named_modules())  # one walk for every use below
+    modules = named_modules(model)  # one walk for every use below (shared: see walk.py)
     if shapes_only:
         state = snapshot(m for _, m in modules)
         try:
