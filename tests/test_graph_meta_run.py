@@ -212,6 +212,17 @@ def test_an_op_writing_into_a_weight_or_reading_a_value_is_refused_and_remembere
     assert "reads values" in str(later.error)  # the first failure is kept: the forward may catch them
 
 
+def test_batch_norm_statistics_of_no_elements_stay_empty_if_one_is_resized() -> None:
+    """Eval-mode batch norm's saved statistics are one shared tensor of no elements per dtype."""
+    weight = torch.ones(3)
+    runner = MetaRunner([weight], torch.device("cpu"))
+    args = (torch.empty(2, 3, 4, device="meta"), weight, weight, weight, weight, False, 0.1, 1e-5)
+    _, mean, invstd = runner(aten.native_batch_norm.default, args, {})
+    assert mean.shape == invstd.shape == (0,) and mean.is_meta
+    mean.resize_(5)  # no forward does this; if one did, the next batch norm still gets empty statistics
+    assert runner(aten.native_batch_norm.default, args, {})[1].shape == (0,)
+
+
 def test_a_convolution_in_channels_last_runs_for_real() -> None:
     # PyTorch's meta kernel gives a contiguous output where the CPU kernel keeps channels-last
     model = nn.Sequential(nn.Conv2d(4, 8, 3), nn.BatchNorm2d(8)).to(memory_format=torch.channels_last)
