@@ -54,24 +54,26 @@ def expected_shapes(
     channel_roots: tuple[np.ndarray, ...],
     removals: Mapping[int, tuple[int, ...]],
 ) -> list[tuple[int, ...]]:
-    """Shape of every tensor node after ``removals`` (group → channels), indexed by node."""
+    """Shape of every tensor node after ``removals`` (group → channels), indexed by node.
+
+    Each label vector is counted once, however many nodes share it (an activation's channel dim is its
+    producer's out-dim vector, passed on by every elementwise op): MobileNetV2 101 k labels, not 162 k.
+    """
     dead = np.zeros(len(uf), dtype=bool)
     for index, channels in removals.items():
         dead[channel_roots[index][list(channels)]] = True
     nodes = [node for node in range(len(trace.shapes)) if node in labels]
-    vectors = [vec for node in nodes for vec in labels[node]]
+    distinct = {id(vec): vec for node in nodes for vec in labels[node]}  # held by labels: ids stay theirs
     shapes = list(trace.shapes)
-    if not vectors:
+    if not distinct:
         return shapes
-    lengths = np.fromiter((len(v) for v in vectors), dtype=np.int64, count=len(vectors))
+    vectors = list(distinct.values())
+    lengths = np.fromiter(map(len, vectors), dtype=np.int64, count=len(vectors))
     removed = np.r_[0, np.cumsum(dead[uf.find(np.concatenate(vectors))])]
     ends = np.cumsum(lengths)
-    kept = (lengths - (removed[ends] - removed[ends - lengths])).tolist()
-    k = 0
+    kept = dict(zip(distinct, (lengths - (removed[ends] - removed[ends - lengths])).tolist(), strict=True))
     for node in nodes:
-        rank = len(labels[node])
-        shapes[node] = tuple(kept[k : k + rank])
-        k += rank
+        shapes[node] = tuple([kept[id(vec)] for vec in labels[node]])
     return shapes
 
 
