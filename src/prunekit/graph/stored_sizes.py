@@ -40,9 +40,16 @@ _HEADS = frozenset((*_HEAD_DIM, *_NUM_HEADS, *_KV_HEADS, *_GROUPS, *_SCALE))  # 
 
 
 def tensor_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
-    """Shape of every parameter and buffer by name, tied ones under each of their names."""
-    named = (*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False))
-    return {name: tuple(tensor.shape) for name, tensor in named}
+    """Shape of every parameter and buffer by name, tied ones under each of their names (as
+    ``named_parameters`` and ``named_buffers`` list them with ``remove_duplicate=False``, in one walk)."""
+    walk = named_modules(model, remove_duplicate=False)
+    return {
+        f"{prefix}.{local}" if prefix else local: tuple(tensor.shape)
+        for held in ("_parameters", "_buffers")
+        for prefix, module in walk
+        for local, tensor in getattr(module, held).items()
+        if tensor is not None
+    }
 
 
 def update_stored_sizes(model: nn.Module, before: Shapes) -> None:
