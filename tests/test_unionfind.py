@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
+from prunekit.graph import unionfind
 from prunekit.graph.unionfind import UnionFind
 
 
@@ -30,7 +32,11 @@ def test_broadcast_union_and_pin() -> None:
     assert uf.find(a).tolist()[0] == 0 and (uf.find(c)[1:] != 0).all()
 
 
-def test_random_batches_match_a_one_pair_at_a_time_reference() -> None:
+@pytest.mark.parametrize("batch", [5, 16384])  # queues joined every few unions, or only at the find
+def test_random_batches_match_a_one_pair_at_a_time_reference(
+    batch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(unionfind, "_BATCH", batch)
     rng = np.random.default_rng(0)
     uf = UnionFind()
     labels = uf.fresh(200)
