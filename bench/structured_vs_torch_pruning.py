@@ -14,6 +14,11 @@ them as built).
     python bench/structured_vs_torch_pruning.py --quick      # ≤ 60 s: ResNet-18, MobileNetV2, tiny LLaMA
     python bench/structured_vs_torch_pruning.py --json       # last stdout line: one JSON summary
     python bench/structured_vs_torch_pruning.py --thp-malloc # workers' malloc on transparent huge pages
+    python bench/structured_vs_torch_pruning.py --rounds 3   # the two libraries' workers taking turns
+
+With ``--rounds N`` each library's worker runs N times per model (``--repeats`` runs each), the two
+taking turns (the first one flips every round); the times are pooled, and ``round_ratios`` holds each
+round's ratio of the medians: a slow spell of the machine then falls on both libraries, not on one.
 """
 
 from __future__ import annotations
@@ -347,6 +352,7 @@ def worker(name: str, library: str, opts: argparse.Namespace) -> dict:
         pruned(x)  # the pruned model runs
     result = {"seconds": statistics.median(times), "seconds_all": times, "params": params, "macs": macs}
     result["cpu_seconds"] = statistics.median(cpu)  # process CPU time: less sensitive to other jobs
+    result["cpu_seconds_all"] = cpu
     result["params_after"], result["macs_after"] = _count(pruned, x)
     return result
 
@@ -373,6 +379,36 @@ def _run(name: str, library: str, opts: argparse.Namespace, timeout: float) -> d
         tail = (done.stderr.strip().splitlines() or ["?"])[-1]
         return {"status": f"crash: {tail[:160]}"}
     return {"status": "ok", **json.loads(done.stdout.strip().splitlines()[-1])}
+
+
+def _rounds(name: str, opts: argparse.Namespace, timeouts: tuple[float, float]) -> dict:
+    """Both libraries' graph + prune workers on ``name``, ``opts.rounds`` times each, taking turns; a
+    library that fails (timeout, crash) is not run again and reports that status."""
+    libraries = {"prunekit": timeouts[0], "torch_pruning": timeouts[1]}
+    runs: dict[str, list[dict]] = {library: [] for library in libraries}
+    status = dict.fromkeys(libraries, "ok")
+    for turn in range(opts.rounds):
+        for library in list(libraries) if turn % 2 == 0 else list(libraries)[::-1]:
+            if status[library] == "ok":
+                run = _run(name, library, opts, libraries[library])
+                status[library] = run["status"]
+                runs[library].append(run)
+    result = {library: _pooled(runs[library]) for library in libraries}
+    if opts.rounds > 1 and all(s == "ok" for s in status.values()):
+        pairs = zip(runs["prunekit"], runs["torch_pruning"], strict=True)
+        result["round_ratios"] = [a["seconds"] / b["seconds"] for a, b in pairs]
+    return result
+
+
+def _pooled(runs: list[dict]) -> dict:
+    """One worker's result, or several workers' pooled: every run's time, medians over all of them."""
+    if runs[-1]["status"] != "ok" or len(runs) == 1:
+        return runs[-1]
+    pooled = {**runs[0], "workers": len(runs)}
+    for key in ("seconds", "cpu_seconds"):
+        pooled[f"{key}_all"] = [t for run in runs for t in run[f"{key}_all"]]
+        pooled[key] = statistics.median(pooled[f"{key}_all"])
+    return pooled
 
 
 def _table(results: dict[str, dict]) -> str:
@@ -417,6 +453,9 @@ def _parse() -> argparse.Namespace:
         help=f"run both libraries' workers with GLIBC_TUNABLES={THP_MALLOC}",
     )
     parser.add_argument("--models", nargs="+", choices=tuple(MODELS), help="a subset of the models")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="graph + prune workers per library and model, taking turns"
+    )
     return parser.parse_args()
 
 
@@ -431,15 +470,15 @@ def main() -> None:
     timeouts = QUICK_TIMEOUTS if args.quick else (600, 300)
     start, results = time.perf_counter(), {}
     for name in names:
-        ours = _run(name, "prunekit", args, timeouts[0])
+        results[name] = _rounds(name, args, timeouts)
+        ours = results[name]["prunekit"]
         if ours["status"] == "ok" and args.reps:
             latency = _run(name, "latency", args, timeouts[0])
             ours.update(latency if latency["status"] == "ok" else {"latency_status": latency["status"]})
-        results[name] = {"prunekit": ours, "torch_pruning": _run(name, "torch_pruning", args, timeouts[1])}
         print(f"{name}: {json.dumps(results[name])}", file=sys.stderr, flush=True)
     print(_table(results))
     if args.json:
-        keys = ("quick", "reps", "repeats", "round_to", "fuse", "size", "thp_malloc")
+        keys = ("quick", "reps", "repeats", "rounds", "round_to", "fuse", "size", "thp_malloc")
         settings = {k: getattr(args, k) for k in keys}
         settings["transparent_hugepage"] = _read("/sys/kernel/mm/transparent_hugepage/enabled")
         settings["timeouts_s"] = {"prunekit": timeouts[0], "torch_pruning": timeouts[1]}
