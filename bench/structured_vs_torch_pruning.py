@@ -456,7 +456,10 @@ def _parse() -> argparse.Namespace:
     parser.add_argument(
         "--rounds", type=int, default=1, help="graph + prune workers per library and model, taking turns"
     )
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.rounds < 1 or args.repeats < 1:
+        parser.error(f"--rounds and --repeats must be at least 1, got {args.rounds} and {args.repeats}")
+    return args
 
 
 def main() -> None:
