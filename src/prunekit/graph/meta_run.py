@@ -322,7 +322,8 @@ def _like(x: torch.Tensor) -> torch.Tensor | None:
 
 
 def _contiguous(shape: Iterable[int], dtype: torch.dtype) -> torch.Tensor:
-    return torch.empty(tuple(shape), dtype=dtype, device=META)
+    sizes = tuple(shape) or ((),)  # passed one by one: PyTorch parses them ~1 µs faster than one tuple
+    return torch.empty(*sizes, dtype=dtype, device=META)
 
 
 def _elementwise(a: Any, b: Any, *_: Any, **__: Any) -> torch.Tensor | None:
@@ -412,20 +413,25 @@ def _channels_last_strides(t: torch.Tensor) -> bool:
     """Whether the CPU kernels take ``t`` (4-d or 5-d) as channels-last: c10's stride rule, which
     ``torch._prims_common.suggest_memory_format`` mirrors at the cost of importing sympy (~0.35 s on a
     first call)."""
-    if t.dim() not in (4, 5) or t.stride(1) == 0:
+    rank = t.dim()
+    if rank != 4 and rank != 5:
         return False
-    if t.is_contiguous() and not t.is_contiguous(memory_format=_CHANNELS_LAST[t.dim()]):
+    strides = t.stride()
+    if strides[1] == 0:
+        return False
+    if t.is_contiguous() and not t.is_contiguous(memory_format=_CHANNELS_LAST[rank]):
         return False  # dense in the standard layout only (both: C or H·W is one, the rule decides)
-    smallest = 0
-    for d in (1, 3, 2, 0) if t.dim() == 4 else (1, 4, 3, 2, 0):
-        size, stride = t.shape[d], t.stride(d)
-        if size == 0 or stride < smallest or (d == 0 and smallest == t.stride(1)):
+    sizes, smallest = t.shape, 0
+    for d in _CHANNELS_LAST_ORDER[rank]:
+        size, stride = sizes[d], strides[d]
+        if size == 0 or stride < smallest or (d == 0 and smallest == strides[1]):
             return False
         smallest = stride * size
     return True
 
 
 _CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
+_CHANNELS_LAST_ORDER = {4: (1, 3, 2, 0), 5: (1, 4, 3, 2, 0)}  # dims from the smallest stride up
 
 
 def _unary(x: Any, *_: Any, **__: Any) -> torch.Tensor | None:

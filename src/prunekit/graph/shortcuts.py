@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import types
 from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 import torch
@@ -32,8 +33,13 @@ PLAIN_TENSORS = (torch.Tensor, nn.Parameter)  # types whose calls no __torch_fun
 def shortcut_for(module: nn.Module) -> Shortcut | None:
     """The shortcut of ``module`` where its type is exactly one with a shortcut and nothing can change
     its forward (:func:`hook_free`); else None."""
-    shortcut = _SHORTCUTS.get(type(module))
+    shortcut = shortcut_of_type(type(module))
     return shortcut if shortcut is not None and hook_free(module) else None
+
+
+def shortcut_of_type(cls: type) -> Shortcut | None:
+    """The shortcut of layers of exactly type ``cls``, for a caller that has checked :func:`hook_free`."""
+    return _SHORTCUTS.get(cls)
 
 
 def hook_free(module: nn.Module) -> bool:
@@ -55,14 +61,21 @@ def _plain(*tensors: torch.Tensor | None) -> bool:
 def _without_defaults(func: torch._ops.OpOverload, *args: Any) -> tuple[Any, ...]:
     """``args`` without the trailing ones equal (type and value) to the schema's defaults, as PyTorch's
     dispatcher hands them to Python (``hardtanh(x, -1, 1)`` arrives as ``hardtanh(x)``)."""
-    schema = func._schema.arguments
+    defaults = _defaults(func)
     end = len(args)
-    while end and schema[end - 1].has_default_value():
-        default = schema[end - 1].default_value
+    while end and defaults[end - 1]:
+        default = defaults[end - 1][0]
         if type(args[end - 1]) is not type(default) or args[end - 1] != default:
             break
         end -= 1
     return args[:end]
+
+
+@cache
+def _defaults(func: torch._ops.OpOverload) -> tuple[tuple[Any, ...], ...]:
+    """Per argument of ``func``'s schema: ``(default,)``, or ``()`` where it has none (read once: each
+    read of ``_schema.arguments`` builds its list anew)."""
+    return tuple((a.default_value,) if a.has_default_value() else () for a in func._schema.arguments)
 
 
 def _convolution(call: Call, m: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
@@ -86,7 +99,7 @@ def _batch_norm(call: Call, m: nn.Module, x: torch.Tensor) -> torch.Tensor | Non
     weight, bias, mean, var = m.weight, m.bias, m.running_mean, m.running_var
     if m.training or mean is None or var is None or x.dim() not in _BATCH_NORM_RANKS[type(m)]:
         return None
-    if x.device.type not in ("cpu", "meta") or x.numel() == 0 or m.eps < 0 or not _plain(weight, bias):
+    if not (x.is_cpu or x.is_meta) or x.numel() == 0 or m.eps < 0 or not _plain(weight, bias):
         return None
     channels = x.shape[1]
     if any(t is not None and t.numel() != channels for t in (weight, bias, mean, var)):

@@ -31,7 +31,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .meta_run import MetaCalls, MetaRunner, NeedsValues, restore, snapshot
-from .shortcuts import PLAIN_TENSORS, Call, Shortcut, hook_free, shortcut_for
+from .shortcuts import PLAIN_TENSORS, Call, Shortcut, hook_free, shortcut_of_type
 from .walk import named_modules
 
 ExampleInputs = Any  # a tensor, a tuple of positional inputs, or a mapping of keyword inputs
@@ -100,11 +100,16 @@ class _Recorder(TorchDispatchMode):
         self.watchers: list[weakref.ref] = []
         self.runner = runner
 
-    def add(self, tensor: torch.Tensor, source: tuple[str, str] | None = None) -> Ref:
+    def add(self, tensor: torch.Tensor, source: tuple[str, str] | None = None, held: bool = False) -> Ref:
+        """A new node for ``tensor``; ``held``: the caller keeps ``tensor`` alive for the whole recording,
+        so its ``id`` cannot be reused and needs no watcher."""
         node = len(self.refs)
         self.trace.shapes.append(tuple(tensor.shape))
         self.refs.append(ref := Ref(node))
-        self.alias(tensor, node)
+        if held:
+            self.nodes[id(tensor)] = node
+        else:
+            self.alias(tensor, node)
         if source is not None:
             self.trace.sources[node] = source
         return ref
@@ -247,14 +252,14 @@ def _record(
     device = next((t.device for *_, t in own), inputs[0].device if inputs else torch.device("cpu"))
     runner = MetaRunner([*(t for *_, t in own), *others.values()], device) if shapes_only else None
     recorder = _Recorder(trace, [], runner)
-    for kind, name, tensor in own:
-        recorder.add(tensor, (kind, name))
+    for kind, name, tensor in own:  # ``own``, ``inputs`` and ``others`` hold their tensors until the end
+        recorder.add(tensor, (kind, name), held=True)
     for leaf in inputs:
         if id(leaf) not in recorder.nodes:
-            recorder.add(leaf, ("input", ""))
+            recorder.add(leaf, ("input", ""), held=True)
     for name, tensor in others.items():
         if id(tensor) not in recorder.nodes:
-            recorder.add(tensor, ("foreign", name))
+            recorder.add(tensor, ("foreign", name), held=True)
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
@@ -434,12 +439,12 @@ def _module_stack(
     handles, wrapped = [], []
     wrap = _no_global_module_hooks()
     for name, module in modules:
-        if isinstance(module, torch.jit.ScriptModule):  # takes no hooks: its ops are its caller's
-            continue
-        if wrap and hook_free(module):
-            shortcut = shortcut_for(module) if shortcuts else None
+        if wrap and hook_free(module):  # never a TorchScript module
+            shortcut = shortcut_of_type(type(module)) if shortcuts else None
             module.__dict__["forward"] = forward = wrapped_forward(name, module, shortcut)
             wrapped.append((module, forward))
+            continue
+        if isinstance(module, torch.jit.ScriptModule):  # takes no hooks: its ops are its caller's
             continue
         handles.append(module.register_forward_pre_hook(enter(name)))
         handles.append(module.register_forward_hook(leave(name), always_call=True))

@@ -18,10 +18,11 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from difflib import SequenceMatcher
-from functools import partial
+from functools import cache, partial
 from itertools import zip_longest
 
 import numpy as np
+import torch
 from torch import nn
 
 from .propagate import tensor_args
@@ -396,7 +397,7 @@ _ARITHMETIC = frozenset(("mul", "div", "add", "sub", "rsub", "pow", "true_divide
 def _constants(op: Op, trace: Trace) -> list[float]:
     """The numbers ``op`` computes with: float arguments (not NaN), integer ones of arithmetic ops
     (integer sizes of views and splits change with pruning by design) and one-element constant tensors."""
-    arithmetic = op.name.rstrip("_") in _ARITHMETIC
+    arithmetic = _is_arithmetic(op.func)
     scalars, found = trace.scalars, []
     for values in (op.args, op.kwargs.values()) if op.kwargs else (op.args,):
         for value in values:
@@ -406,3 +407,8 @@ def _constants(op: Op, trace: Trace) -> list[float]:
             elif (isinstance(value, float) and value == value) or (isinstance(value, int) and arithmetic):
                 found.append(value)
     return found
+
+
+@cache
+def _is_arithmetic(func: torch._ops.OpOverload) -> bool:
+    return func.overloadpacket.__name__.rstrip("_") in _ARITHMETIC
