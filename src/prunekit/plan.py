@@ -8,6 +8,7 @@ import copy
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -340,8 +341,8 @@ def _sliced(
     for name in sorted(by_name):
         old = tensors[name]
         value = old.detach()
-        for dim, indices in by_name[name]:
-            key = (value.shape[dim], indices.tobytes(), value.device)
+        for dim, indices in sorted(by_name[name], key=itemgetter(0)):  # outer dims first: a 1×1 conv
+            key = (value.shape[dim], indices.tobytes(), value.device)  # weight's rows, then columns: 0.5×
             if key not in kept:
                 keep = np.ones(value.shape[dim], dtype=bool)
                 keep[indices] = False
