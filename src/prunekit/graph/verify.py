@@ -228,7 +228,7 @@ def _compare(trace: Trace, got: Trace, expected: list[tuple[int, ...]], replay: 
     modules, classes = replay.modules, Counter(replay.modules.values())
     tolerated = False
     for name, (before, after) in _by_module(trace, got).items():
-        where, fix = _where(name, modules), partial(_fix, name, modules, classes)  # built on error only
+        where, fix = partial(_where, name, modules), partial(_fix, name, modules, classes)  # on error only
         aligned = len(before)
         for index, (old, new) in enumerate(zip(before, after, strict=False)):
             if old.func != new.func:  # ATen decompositions depend on sizes (a Linear to one feature,
@@ -237,9 +237,9 @@ def _compare(trace: Trace, got: Trace, expected: list[tuple[int, ...]], replay: 
             want, have = _first_shape(old, expected), _first_shape(new, got.shapes)
             if want != have:
                 if not _only_positions_differ(old, want, have, replay):
-                    raise _shape_error(old, new, f"op {index} of {where}", trace, got, expected, replay)
+                    raise _shape_error(old, new, f"op {index} of {where()}", trace, got, expected, replay)
                 tolerated = True
-            _check_constants(old, new, trace, got, f"op {index} of {where}", fix)
+            _check_constants(old, new, trace, got, index, where, fix)
             if _shrinks_to_one(want, _first_shape(old, trace.shapes)):
                 aligned = index + 1  # ops reading size-1 dims take other decompositions (einsum
                 break  # squeezes them): the rest is compared as below
@@ -251,12 +251,12 @@ def _compare(trace: Trace, got: Trace, expected: list[tuple[int, ...]], replay: 
         for i, j, size in rest.get_matching_blocks():
             for k in range(size):
                 old, new = before[aligned + i + k], after[aligned + j + k]
-                op = f"op {aligned + i + k} of {where}"
-                _check_constants(old, new, trace, got, op, fix)
+                _check_constants(old, new, trace, got, aligned + i + k, where, fix)
                 want, have = _first_shape(old, expected), _first_shape(new, got.shapes)
                 differ = want and have and want != have and len(want) == len(have) and 1 not in want
                 if differ:
                     if not _only_positions_differ(old, want, have, replay):
+                        op = f"op {aligned + i + k} of {where()}"
                         raise _shape_error(old, new, op, trace, got, expected, replay)
                     tolerated = True
     return tolerated
@@ -322,13 +322,16 @@ def _reaching(args: tuple, trace: Trace, expected: list[tuple[int, ...]], replay
     return sorted(found)
 
 
-def _check_constants(old: Op, new: Op, trace: Trace, got: Trace, op: str, fix: Callable[[], str]) -> None:
+def _check_constants(
+    old: Op, new: Op, trace: Trace, got: Trace, index: int, where: Callable[[], str], fix: Callable[[], str]
+) -> None:
+    """``new`` (op ``index`` of the module ``where()`` names) must compute with ``old``'s constants."""
     if (was := _constants(old, trace)) != (now := _constants(new, got)):
         raise PrunedModelMismatchError(
-            f"the pruned model does not compute what the original did on the kept channels: {op}, "
-            f"aten.{new.func.__name__}, computes with {now} where the original used {was}. The forward "
-            f"likely derives a scale from a size that pruning changed (1/sqrt(head_dim) when head_dim "
-            f"shrinks); {fix()}"
+            f"the pruned model does not compute what the original did on the kept channels: op {index} of "
+            f"{where()}, aten.{new.func.__name__}, computes with {now} where the original used {was}. The "
+            "forward likely derives a scale from a size that pruning changed (1/sqrt(head_dim) when "
+            f"head_dim shrinks); {fix()}"
         )
 
 
