@@ -100,7 +100,7 @@ def verify_pruned(
         if error.trace is not None:  # an op before the failure that already computed another shape
             _check_own_weights(error.trace, modules)
             try:  # is where the forward went wrong (Res2Net's split by a stored width fails a conv later)
-                _compare(trace, error.trace, expected, replay)
+                _compare(trace, error.trace, expected, replay, _by_module(trace, error.trace))
             except PrunedModelMismatchError as mismatch:
                 raise PrunedModelMismatchError(
                     f"{mismatch} (the pruned forward then fails: {type(cause).__name__}: {cause})"
@@ -115,10 +115,11 @@ def verify_pruned(
             f"{_fix(name, modules, Counter(modules.values()), reaching)}"
         ) from cause
     _check_own_weights(got, modules)
-    if _compare(trace, got, expected, replay):
+    pairs = _by_module(trace, got)
+    if _compare(trace, got, expected, replay, pairs):
         _check_outputs(trace, got, expected)
     else:
-        _check_same_path(trace, got, expected, modules, original, replay.example_inputs)
+        _check_same_path(trace, got, expected, modules, original, replay.example_inputs, pairs)
 
 
 def _check_same_path(
@@ -128,6 +129,7 @@ def _check_same_path(
     modules: Mapping[str, str],
     original: nn.Module | None,
     example_inputs: ExampleInputs,
+    by_module: Mapping[str, tuple[list[Op], list[Op]]],
 ) -> None:
     """Every module of the pruned model must run the ops it ran before, in order: a forward that
     branches on sizes pruning changed (``if y.shape[1] == x.shape[1]: y = y + x``) computes something
@@ -138,10 +140,11 @@ def _check_same_path(
     needed only where the first recording was real: a shape-only recording puts back the module
     attributes (and the dicts and lists they hold) the forward changed, and a forward that changes them
     is recorded for real, so each shape-only run is a first call. After a real recording the difference
-    is a warning: it cannot be told from a first-call path."""
+    is a warning: it cannot be told from a first-call path. ``by_module``: :func:`_by_module` of
+    ``trace`` and ``got``."""
     differ = {
         name: (before, after)
-        for name, (before, after) in _by_module(trace, got).items()
+        for name, (before, after) in by_module.items()
         if [op.func for op in before] != [op.func for op in after]
     }
     if not differ or any(op.name in _DATA_DEPENDENT for op in trace.ops):
@@ -217,17 +220,24 @@ def _check_outputs(trace: Trace, got: Trace, expected: list[tuple[int, ...]]) ->
         )
 
 
-def _compare(trace: Trace, got: Trace, expected: list[tuple[int, ...]], replay: Replay) -> bool:
+def _compare(
+    trace: Trace,
+    got: Trace,
+    expected: list[tuple[int, ...]],
+    replay: Replay,
+    by_module: Mapping[str, tuple[list[Op], list[Op]]],
+) -> bool:
     """Raise :class:`PrunedModelMismatchError` at the first op of ``got`` (the pruned model's trace,
     possibly cut short by a failure) whose shape or constants differ from ``trace``'s as the plan
     predicts; return whether some op differed only in dims that hold no channel (see
     :func:`_only_positions_differ`). After a module's ops stop lining up (a decomposition that depends on
     sizes, or a dim cut to one), the ops matched by function are still compared: constants always, shapes
     where rank and the lack of size-1 dims leave no other decomposition (a head count stored stale after
-    another dim of the module went down to one channel)."""
+    another dim of the module went down to one channel). ``by_module``: :func:`_by_module` of ``trace``
+    and ``got``."""
     modules, classes = replay.modules, Counter(replay.modules.values())
     tolerated = False
-    for name, (before, after) in _by_module(trace, got).items():
+    for name, (before, after) in by_module.items():
         where, fix = partial(_where, name, modules), partial(_fix, name, modules, classes)  # on error only
         aligned = len(before)
         for index, (old, new) in enumerate(zip(before, after, strict=False)):
